@@ -15,7 +15,8 @@ cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=OFF \
   || { cat "$build.configure.log"; echo "interface configure failed (log: $build.configure.log)" >&2; exit 1; }
 cmake --build "$build" -j "$(nproc)" > "$build.build.log" 2>&1 \
   || { tail -50 "$build.build.log"; echo "interface build failed (log: $build.build.log)" >&2; exit 1; }
-cmake --install "$build" > "$build.install.log" 2>&1
+cmake --install "$build" > "$build.install.log" 2>&1 \
+  || { tail -20 "$build.install.log"; echo "interface install failed (log: $build.install.log)" >&2; exit 1; }
 # The generated half of the package must not shadow the editable source package: drop its empty
 # __init__.py and its egg-info (pip would take it for the project's own distribution).
 rm -f "$site/maskclip_ros/__init__.py"
