@@ -1,0 +1,217 @@
+"""Image in, panoptic segmentation out: proposals -> MaskCLIP -> classification -> panoptic merge.
+
+``build_segmenter(params)`` is the one entry point the node, evaluation and demo use; it loads everything
+through ``model.factory``. A ``Segmenter`` holds no vocabulary: callers pass one with every frame, so a
+frame never mixes two vocabularies, and ``make_vocabulary`` builds new ones (validated, text embeddings
+cached) for callers to swap in whole. Merge thresholds change at runtime with ``set_merge_config``.
+No ROS here: this module is pure torch/numpy.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from maskclip_ros.config import from_section, section
+from maskclip_ros.model.factory import ClipConfig, build_clip, build_maskclip
+from maskclip_ros.model.maskclip import MaskCLIP
+from maskclip_ros.model.panoptic import MergeConfig, SegmentInfo, panoptic_merge
+from maskclip_ros.model.vocabulary import (TextEmbedder, Vocabulary, VocabularyConfig, VocabularyError,
+                                           build_vocabulary)
+from maskclip_ros.proposals.base import Proposer
+
+__all__ = ["PanopticResult", "SegmentInfo", "Segmenter", "Vocabulary", "VocabularyError", "build_segmenter"]
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class PanopticResult:
+    """One frame's panoptic segmentation.
+
+    panoptic:   (H, W) int32 segment ids, 0 = unlabeled; ids match ``segments[i].id``.
+    semantic:   (H, W) int32 vocabulary class index, -1 = unlabeled.
+    segments:   one SegmentInfo per segment (id, class_index, score, is_thing, area, bbox (x, y, w, h)).
+    embeddings: (S, E) float32 L2-normalised segment embeddings (row i <-> segments[i]; a merged stuff
+                segment gets the normalised mean of its masks' embeddings), or None if not requested.
+    vocabulary: the vocabulary used for this frame.
+    timings_ms: wall time per stage: "proposals", "clip" (MaskCLIP + classification), "merge".
+    """
+
+    panoptic: np.ndarray
+    semantic: np.ndarray
+    segments: list[SegmentInfo]
+    embeddings: np.ndarray | None
+    vocabulary: Vocabulary
+    timings_ms: dict[str, float]
+
+
+class Segmenter:
+    """Proposals -> MaskCLIP -> panoptic merge for single RGB frames (thread-safe for one caller of
+    ``segment`` plus concurrent ``make_vocabulary`` / ``set_merge_config`` calls)."""
+
+    def __init__(self, *, maskclip: MaskCLIP, proposer: Proposer | None, embedder: TextEmbedder,
+                 vocabulary_config: VocabularyConfig, merge_config: MergeConfig, precision: str):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        self.maskclip = maskclip.eval()
+        self.proposer = proposer
+        self.embedder = embedder
+        self.vocabulary_config = vocabulary_config
+        self.precision = precision
+        self._merge_config = merge_config
+        self._versions = itertools.count(1)
+        self._lock = threading.Lock()
+
+    @property
+    def device(self) -> torch.device:
+        return self.maskclip.tower.device
+
+    @property
+    def merge_config(self) -> MergeConfig:
+        return self._merge_config
+
+    def set_merge_config(self, config: MergeConfig | None = None, **changes: Any) -> MergeConfig:
+        """Replace the merge thresholds (a whole config and/or field changes); applies from the next frame.
+        Returns the new config; invalid values raise ValueError and leave the old one active."""
+        new = dataclasses.replace(config or self._merge_config, **changes)
+        self._merge_config = new
+        return new
+
+    def make_vocabulary(self, class_names: Iterable[str], is_thing: Iterable[bool] | None = None,
+                        templates: Sequence[str] | None = None, version: int | None = None) -> Vocabulary:
+        """A validated vocabulary with text embeddings (raises VocabularyError(reason) when refused).
+
+        ``is_thing`` defaults to all things, ``templates`` to ``vocabulary.prompt_templates``, ``version`` to
+        the next number of this Segmenter."""
+        with self._lock:
+            version = next(self._versions) if version is None else int(version)
+        with torch.no_grad(), self._autocast():
+            return build_vocabulary(class_names, is_thing, embedder=self.embedder, config=self.vocabulary_config,
+                                    templates=templates, version=version)
+
+    @torch.no_grad()
+    def segment(self, image: np.ndarray, vocabulary: Vocabulary, *, external_masks: np.ndarray | None = None,
+                with_embeddings: bool = False) -> PanopticResult:
+        """Segment one frame.
+
+        Args:
+            image: (H, W, 3) uint8 RGB.
+            vocabulary: the classes to label with (from ``make_vocabulary``).
+            external_masks: (M, H', W') float/bool proposals to use instead of the proposer.
+            with_embeddings: also return each segment's CLIP embedding.
+        """
+        if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
+                and image.dtype == np.uint8 and image.shape[0] > 0 and image.shape[1] > 0):
+            raise ValueError(f"image must be a non-empty (H, W, 3) uint8 RGB array, got "
+                             f"{getattr(image, 'shape', None)} {getattr(image, 'dtype', None)}")
+        merge_config = self._merge_config  # one config for the whole frame
+        timings: dict[str, float] = {}
+        with _timer(timings, "proposals", self.device):
+            masks = self._proposals(image, external_masks)
+        with _timer(timings, "clip", self.device), self._autocast():
+            out = self.maskclip(image, masks)
+            scores = self.maskclip.classify(out.embeddings, vocabulary.text_embeddings.to(self.device))
+        with _timer(timings, "merge", self.device):
+            full = _to_size(out.masks, image.shape[:2])  # (M, H, W)
+            merged = panoptic_merge(full, scores.probs, vocabulary.thing_mask.to(self.device), merge_config,
+                                    no_object=scores.no_object)
+            embeddings = (_segment_embeddings(out.embeddings, merged.members) if with_embeddings else None)
+        return PanopticResult(panoptic=merged.panoptic, semantic=merged.semantic, segments=merged.segments,
+                              embeddings=embeddings, vocabulary=vocabulary, timings_ms=timings)
+
+    def _proposals(self, image: np.ndarray, external_masks: np.ndarray | None) -> np.ndarray | torch.Tensor:
+        if external_masks is not None:
+            masks = np.asarray(external_masks)
+            if masks.ndim != 3:
+                raise ValueError(f"external_masks must be (M, H, W), got shape {masks.shape}")
+            return masks
+        if self.proposer is None:
+            raise ValueError("no proposer configured (params lack a 'proposals' section): pass external_masks")
+        return self.proposer(image).masks
+
+    def _autocast(self):
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
+
+
+def build_segmenter(params: Mapping[str, Any], *, device: str = "cpu", precision: str = "fp32") -> Segmenter:
+    """The one factory entry point: CLIP, MaskCLIP (+ RMA checkpoint), proposer, merge and vocabulary
+    settings from the params (``config.load_params``). Raises FileNotFoundError / ValueError saying what to
+    do for missing or corrupt checkpoints and impossible device/precision combinations.
+
+    Without a ``proposals`` section there is no proposer and ``segment`` needs ``external_masks``.
+    """
+    torch_device = _check_device(device, precision)
+    tower = build_clip(from_section(ClipConfig, section(params, "clip"), "clip"), torch_device)
+    maskclip = build_maskclip(params, torch_device, tower=tower)
+    vocabulary_config = from_section(VocabularyConfig, section(params, "vocabulary"), "vocabulary", shared=True)
+    proposer = None
+    if "proposals" in params:
+        from maskclip_ros.proposals import build_proposer  # written by the proposals backends
+
+        proposer = build_proposer(params["proposals"])
+    return Segmenter(maskclip=maskclip, proposer=proposer,
+                     embedder=TextEmbedder(tower=tower, cache_size=vocabulary_config.embedding_cache_size),
+                     vocabulary_config=vocabulary_config,
+                     merge_config=from_section(MergeConfig, section(params, "merge"), "merge"),
+                     precision=precision)
+
+
+def _check_device(device: str, precision: str) -> torch.device:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    try:
+        torch_device = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}") from err
+    if torch_device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available here: use device cpu")
+        if (torch_device.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif torch_device.type != "cpu":
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    if precision != "fp32" and torch_device.type != "cuda":
+        raise ValueError(f"precision {precision} needs a CUDA device; use precision fp32 on {device}")
+    return torch_device
+
+
+@contextlib.contextmanager
+def _timer(timings: dict[str, float], name: str, device: torch.device):
+    """Wall time of the block in ms (CUDA work is synchronised at both ends)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    yield
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    timings[name] = (time.perf_counter() - start) * 1000.0
+
+
+def _to_size(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(M, h, w) -> (M, H, W) float masks (bilinear when the size differs)."""
+    masks = masks.float()
+    if tuple(masks.shape[-2:]) == tuple(size) or masks.shape[0] == 0:
+        return masks if masks.shape[0] else masks.new_zeros(0, *size)
+    return F.interpolate(masks[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
+
+
+def _segment_embeddings(embeddings: torch.Tensor, members: list[tuple[int, ...]]) -> np.ndarray:
+    """(M, E) mask embeddings -> (S, E) float32 segment embeddings (normalised mean over members)."""
+    if not members:
+        return np.zeros((0, embeddings.shape[1]), np.float32)
+    membership = torch.zeros(len(members), embeddings.shape[0], device=embeddings.device)
+    rows = torch.tensor([s for s, m in enumerate(members) for _ in m], device=embeddings.device)
+    cols = torch.tensor([i for m in members for i in m], device=embeddings.device)
+    membership[rows, cols] = 1.0
+    return F.normalize(membership @ embeddings.float(), dim=-1).cpu().numpy().astype(np.float32)
