@@ -10,6 +10,11 @@ import sys
 
 # Modules that register subcommands, in help order. Each must define register(subparsers).
 SUBCOMMAND_MODULES = (
+    "maskclip_ros.ros.commands.node",
+    "maskclip_ros.ros.commands.set_vocabulary",
+    "maskclip_ros.ros.commands.replay",
+    "maskclip_ros.ros.commands.record",
+    "maskclip_ros.ros.commands.bench_node",
 )
 
 

@@ -1,0 +1,191 @@
+"""rosbag2 replay and record with the `rosbags` library (sqlite3 or mcap storage; no rosbag2_py needed).
+
+Replay publishes each message's raw CDR bytes at the bag's pace (scaled by `rate`), after waiting until the
+camera topics have subscribers, with /clock carrying the bag time for nodes that run with use_sim_time.
+Record subscribes raw to the given topics (QoS matched to their publishers) and writes what arrives.
+Our own message types (maskclip_ros/msg/*.msg) are registered in the typestore so bags holding them can be
+written and read anywhere.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import rclpy
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosgraph_msgs.msg import Clock
+
+PACKAGE = "maskclip_ros"
+CAMERA_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+STORAGE = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+
+
+def _msg_dirs() -> list[Path]:
+    prefixes = [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
+    prefixes.append(Path(sys.prefix))
+    return [Path(__file__).resolve().parents[2] / "msg"] + [p / "share" / PACKAGE / "msg" for p in prefixes]
+
+
+def typestore():
+    """The ROS 2 Kilted typestore of rosbags plus maskclip_ros's own message types."""
+    store = get_typestore(Stores.ROS2_KILTED)
+    msg_dir = next((d for d in _msg_dirs() if d.is_dir()), None)
+    if msg_dir is None:
+        raise FileNotFoundError(f"maskclip_ros msg definitions not found in {[str(d) for d in _msg_dirs()]}")
+    types = {}
+    for path in sorted(msg_dir.glob("*.msg")):
+        types.update(get_types_from_msg(path.read_text(encoding="utf-8"), f"{PACKAGE}/msg/{path.stem}"))
+    store.register(types)
+    return store
+
+
+def message_class(msgtype: str):
+    """'sensor_msgs/msg/Image' -> the rclpy message class."""
+    package, kind, name = msgtype.split("/")
+    return getattr(importlib.import_module(f"{package}.{kind}"), name)
+
+
+def parse_topic_map(pairs: Sequence[str]) -> dict[str, str]:
+    """['/camera/image_raw:=/image', ...] -> {'/camera/image_raw': '/image'}."""
+    mapping = {}
+    for pair in pairs:
+        source, sep, target = pair.partition(":=")
+        if not sep or not source or not target:
+            raise ValueError(f"topic map entry {pair!r} is not FROM:=TO")
+        mapping[source] = target
+    return mapping
+
+
+def _wait(node: Node, condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        rclpy.spin_once(node, timeout_sec=0.05)
+    return True
+
+
+class Replayer:
+    """Publishes a bag in real time. Use `run()`; `published` counts the messages sent (without /clock)."""
+
+    def __init__(self, node: Node, bag: Path, *, rate: float = 1.0, loop: bool = False,
+                 topic_map: Mapping[str, str] | None = None, clock: bool = True,
+                 wait_for: Sequence[str] | None = None, wait_timeout: float = 30.0) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be > 0, got {rate}")
+        self.node, self.bag, self.rate, self.loop, self.clock = node, Path(bag), rate, loop, clock
+        self.topic_map = dict(topic_map or {})
+        self.wait_for, self.wait_timeout = wait_for, wait_timeout
+        self.published = 0
+
+    def run(self) -> int:
+        """Replay (once, or until interrupted with loop); returns the number of messages published."""
+        with AnyReader([self.bag], default_typestore=typestore()) as reader:
+            publishers = {c.topic: self.node.create_publisher(
+                message_class(c.msgtype), self.topic_map.get(c.topic, c.topic), QoSProfile(depth=10))
+                for c in reader.connections}
+            clock = self.node.create_publisher(Clock, "/clock", QoSProfile(depth=10)) if self.clock else None
+            self._wait_for_subscribers(reader, publishers)
+            while True:
+                self._play_once(reader, publishers, clock)
+                if not self.loop:
+                    return self.published
+
+    def _wait_for_subscribers(self, reader, publishers) -> None:
+        wanted = self.wait_for if self.wait_for is not None else \
+            [c.topic for c in reader.connections if c.msgtype in CAMERA_TYPES]
+        waiting = [publishers[t] for t in wanted if t in publishers]
+        ok = _wait(self.node, lambda: all(p.get_subscription_count() > 0 for p in waiting), self.wait_timeout)
+        names = [p.topic_name for p in waiting]
+        if not ok:
+            self.node.get_logger().warning(f"no subscriber on {names} after {self.wait_timeout:.0f} s; "
+                                           "publishing anyway")
+        elif names:
+            self.node.get_logger().info(f"subscribers present on {names}")
+
+    def _play_once(self, reader, publishers, clock) -> None:
+        start_wall, start_bag = time.monotonic(), None
+        for connection, timestamp, rawdata in reader.messages():
+            start_bag = timestamp if start_bag is None else start_bag
+            delay = start_wall + (timestamp - start_bag) / 1e9 / self.rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if clock is not None:
+                clock.publish(Clock(clock=_time_msg(timestamp)))
+            publishers[connection.topic].publish(bytes(rawdata))
+            self.published += 1
+
+
+def _time_msg(nanoseconds: int):
+    from builtin_interfaces.msg import Time
+
+    return Time(sec=nanoseconds // 1_000_000_000, nanosec=nanoseconds % 1_000_000_000)
+
+
+class Recorder:
+    """Writes the given topics to a new rosbag2 (`storage` "mcap" or "sqlite3"); topics are subscribed as
+    soon as they appear in the graph (their type is taken from there). Call `close()` to finish the bag."""
+
+    def __init__(self, node: Node, out: Path, topics: Sequence[str], storage: str = "mcap") -> None:
+        if storage not in STORAGE:
+            raise ValueError(f"storage must be one of {sorted(STORAGE)}, got {storage!r}")
+        self.node = node
+        self.topics = [node.resolve_topic_name(t) for t in topics]
+        self.store = typestore()
+        self.writer = Writer(Path(out), version=Writer.VERSION_LATEST, storage_plugin=STORAGE[storage])
+        self.writer.open()
+        self.connections: dict[str, object] = {}
+        self.counts: dict[str, int] = {t: 0 for t in self.topics}
+        self._timer = node.create_timer(0.1, self._subscribe_new_topics)
+
+    def _subscribe_new_topics(self) -> None:
+        types = dict(self.node.get_topic_names_and_types())
+        for topic in self.topics:
+            if topic in self.connections or topic not in types:
+                continue
+            msgtype = types[topic][0]
+            qos = self._matching_qos(topic)
+            self.connections[topic] = self.writer.add_connection(topic, msgtype, typestore=self.store)
+            self.node.create_subscription(message_class(msgtype), topic, self._writer_for(topic), qos, raw=True)
+            self.node.get_logger().info(f"recording {topic} ({msgtype})")
+        if len(self.connections) == len(self.topics):
+            self._timer.cancel()
+
+    def _matching_qos(self, topic: str) -> QoSProfile:
+        """Reliable / transient-local only when every publisher offers it (else best effort / volatile)."""
+        infos = self.node.get_publishers_info_by_topic(topic)
+        reliable = bool(infos) and all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
+        latched = bool(infos) and all(
+            i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos)
+        return QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE if reliable
+                          else ReliabilityPolicy.BEST_EFFORT,
+                          durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+
+    def _writer_for(self, topic: str):
+        def write(data: bytes) -> None:
+            self.writer.write(self.connections[topic], time.time_ns(), data)
+            self.counts[topic] += 1
+        return write
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def read_messages(bag: Path, topics: Sequence[str] | None = None) -> list[tuple[str, int, object]]:
+    """Every message of `bag` (optionally only `topics`) as (topic, bag timestamp ns, deserialised message)."""
+    with AnyReader([Path(bag)], default_typestore=typestore()) as reader:
+        connections = [c for c in reader.connections if topics is None or c.topic in topics]
+        return [(c.topic, t, reader.deserialize(raw, c.msgtype))
+                for c, t, raw in reader.messages(connections=connections)]

@@ -1,0 +1,44 @@
+"""`maskclip-ros replay BAG [--rate R] [--loop] [--topic-map FROM:=TO ...]`: publish a rosbag2 in real time."""
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "replay", help="publish a rosbag2 (sqlite3 or mcap) in real time, with /clock",
+        description="Publish every message of a rosbag2 at its recorded pace (raw CDR). Waits until the "
+                    "camera topics have subscribers; publishes the bag time on /clock (use_sim_time).")
+    parser.add_argument("bag", help="rosbag2 directory (sqlite3 or mcap storage)")
+    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1.0)")
+    parser.add_argument("--loop", action="store_true", help="start again at the end (until Ctrl-C)")
+    parser.add_argument("--topic-map", nargs="+", default=[], metavar="FROM:=TO",
+                        help="publish topic FROM of the bag as TO")
+    parser.add_argument("--no-clock", action="store_true", help="do not publish /clock")
+    parser.add_argument("--wait-for", nargs="*", default=None, metavar="TOPIC",
+                        help="bag topics that need a subscriber before playback (default: image topics)")
+    parser.add_argument("--wait-timeout", type=float, default=30.0,
+                        help="seconds to wait for subscribers before publishing anyway (default 30)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    from maskclip_ros.ros.bags import Replayer, parse_topic_map
+
+    rclpy.init()
+    node = rclpy.create_node("maskclip_replay")
+    try:
+        replayer = Replayer(node, Path(args.bag), rate=args.rate, loop=args.loop,
+                            topic_map=parse_topic_map(args.topic_map), clock=not args.no_clock,
+                            wait_for=args.wait_for, wait_timeout=args.wait_timeout)
+        count = replayer.run()
+        print(f"published {count} messages from {args.bag}")
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

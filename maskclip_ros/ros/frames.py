@@ -1,0 +1,97 @@
+"""Frame hand-over between the subscription callbacks and the inference worker.
+
+`LatestFrameSlot` is the one-slot buffer: a new frame replaces one the worker has not started yet (the
+replaced frame counts as dropped), so latency stays bounded when the camera is faster than the model.
+`StampPairer` pairs camera frames with external proposal label images by header stamp.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from std_msgs.msg import Header
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One camera frame ready for the model."""
+
+    header: Header                        # copied to every output
+    rgb: np.ndarray                       # (H, W, 3) uint8 RGB
+    received: float                       # time.monotonic() when the image callback got it
+    external_masks: np.ndarray | None = None  # (M, H, W) bool proposals (external backend) or None
+
+
+class LatestFrameSlot:
+    """Holds at most one pending frame. Thread-safe; `take` blocks until a frame arrives or `close`."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: Frame | None = None
+        self._closed = False
+
+    def put(self, frame: Frame) -> bool:
+        """Store `frame`; returns True when it replaced a pending (now dropped) frame."""
+        with self._cond:
+            replaced = self._frame is not None
+            self._frame = frame
+            self._cond.notify()
+            return replaced
+
+    def take(self, timeout: float | None = None) -> Frame | None:
+        """The pending frame (removing it), or None after `timeout` seconds or once closed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._frame is not None or self._closed, timeout)
+            frame, self._frame = self._frame, None
+            return None if self._closed else frame
+
+    def close(self) -> None:
+        """Wake `take` for good (it returns None from now on); the pending frame is discarded."""
+        with self._cond:
+            self._closed = True
+            self._frame = None
+            self._cond.notify_all()
+
+
+def stamp_key(header: Header) -> tuple[int, int]:
+    """(sec, nanosec) of a header: the key that pairs a frame with its proposals."""
+    return int(header.stamp.sec), int(header.stamp.nanosec)
+
+
+class StampPairer:
+    """Pairs items of two streams (camera frames, proposal images) that carry the same stamp.
+
+    Each side keeps at most `capacity` unpaired items (oldest evicted first; `evicted` counts them).
+    Thread-safe."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self._capacity = capacity
+        self._waiting: dict[str, OrderedDict] = {"frame": OrderedDict(), "proposals": OrderedDict()}
+        self._lock = threading.Lock()
+        self.evicted = 0
+
+    def add(self, side: str, key: tuple[int, int], item: Any) -> tuple[Any, Any] | None:
+        """Add `item` on `side` ("frame" or "proposals"); returns (frame, proposals) once both are here."""
+        other = "proposals" if side == "frame" else "frame"
+        with self._lock:
+            match = self._waiting[other].pop(key, None)
+            if match is None:
+                waiting = self._waiting[side]
+                waiting[key] = item
+                while len(waiting) > self._capacity:
+                    waiting.popitem(last=False)
+                    self.evicted += 1
+                return None
+        return (item, match) if side == "frame" else (match, item)
+
+
+def labels_to_masks(labels: np.ndarray) -> np.ndarray:
+    """(H, W) integer label image, 0 = no proposal -> (M, H, W) bool masks, one per non-zero id (sorted)."""
+    ids = np.unique(labels)
+    ids = ids[ids != 0]  # (M,)
+    return labels[None, :, :] == ids[:, None, None]
