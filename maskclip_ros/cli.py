@@ -15,6 +15,8 @@ SUBCOMMAND_MODULES = (
     "maskclip_ros.ros.commands.replay",
     "maskclip_ros.ros.commands.record",
     "maskclip_ros.ros.commands.bench_node",
+    "maskclip_ros.training.cli",
+    "maskclip_ros.evaluation.cli",
 )
 
 

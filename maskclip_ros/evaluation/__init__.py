@@ -1,0 +1,1 @@
+"""Evaluation (`maskclip-ros eval`): PQ/SQ/RQ, mIoU, mask AP; JSON and markdown reports."""

@@ -1,0 +1,1 @@
+"""RMA training (`maskclip-ros train`): loss, matching, coarse proposals, the training loop."""

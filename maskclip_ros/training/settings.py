@@ -1,0 +1,53 @@
+"""Command-line settings shared by `maskclip-ros train` and `maskclip-ros eval`: a params file (model
+sections) plus config/train.yaml (training/eval sections), each overridable with ``--set KEY=VALUE``.
+
+A key whose first part names a section of config/train.yaml (``train``, ``loss``, ``coarse``, ``eval``)
+changes that file's value; any other dotted key changes the params (e.g. ``maskclip.mode=rma``,
+``maskclip.rma_layers=6``). Values are parsed as YAML (``10`` -> int, ``true`` -> bool, ``"6,12"`` -> str).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import yaml
+
+from maskclip_ros.config import deep_update, load_params
+
+
+def parse_sets(items: Iterable[str]) -> dict[str, Any]:
+    """``["a.b=1", ...]`` -> ``{"a.b": 1, ...}`` (values parsed with yaml.safe_load)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return out
+
+
+def nest(dotted: dict[str, Any]) -> dict[str, Any]:
+    """``{"a.b.c": 1}`` -> ``{"a": {"b": {"c": 1}}}``."""
+    out: dict[str, Any] = {}
+    for key, value in dotted.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def load_settings(params_path: str | None, config_path: str | None, sets: dict[str, Any]) -> tuple[dict, dict]:
+    """(params, training sections) with the ``--set`` overrides applied to whichever they belong to."""
+    from maskclip_ros.training.trainer import load_sections
+    with open(config_path or _default_config(), encoding="utf-8") as f:
+        section_names = set(yaml.safe_load(f))
+    train_sets = {k: v for k, v in sets.items() if k.split(".")[0] in section_names}
+    param_sets = {k: v for k, v in sets.items() if k not in train_sets}
+    params = deep_update(load_params(params_path), nest(param_sets))
+    return params, load_sections(config_path, train_sets)
+
+
+def _default_config():
+    from maskclip_ros.training.trainer import TRAIN_CONFIG_PATH
+    return TRAIN_CONFIG_PATH
