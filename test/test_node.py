@@ -13,7 +13,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 import rosproc
-from helpers.node_harness import NodeProcess, Peer, check_segmentation, scene, write_params
+from helpers.node_harness import check_segmentation, node_session, scene, write_params
 from maskclip_ros.msg import Vocabulary as VocabularyMsg
 
 pytestmark = pytest.mark.ros
@@ -30,16 +30,10 @@ LIMITS = {"vocabulary": {"class_names": START, "is_thing": [True, True, False, F
 @pytest.fixture(scope="module")
 def session(tmp_path_factory, ros_isolation):
     tmp = tmp_path_factory.mktemp("node")
-    node = NodeProcess(tmp, write_params(tmp / "params.yaml", LIMITS), LAUNCH_REMAPS)
-    rclpy.init()
-    peer = Peer(image_topic=CAMERA)
-    try:
+    with node_session(tmp, write_params(tmp / "params.yaml", LIMITS), LAUNCH_REMAPS, image_topic=CAMERA) as (
+            node, peer):
         peer.wait_active()
         yield node, peer
-    finally:
-        peer.close()
-        rclpy.try_shutdown()
-        assert node.stop() == 0, node.log()
 
 
 def test_frames_in_panoptic_semantic_segments_out(session):

@@ -1,11 +1,10 @@
 """Issue 7, cross-process: the node with compressed_input (jpeg/png CompressedImage frames): corrupt frames
 are dropped and counted, the node keeps serving, and a publisher with incompatible QoS is reported."""
 import pytest
-import rclpy
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage
 
-from helpers.node_harness import NodeProcess, Peer, check_segmentation, scene, write_params
+from helpers.node_harness import check_segmentation, node_session, scene, write_params
 
 pytestmark = pytest.mark.ros
 
@@ -16,10 +15,7 @@ def test_compressed_input_bad_jpeg_and_qos_warning(tmp_path, ros_isolation):
     params = write_params(tmp_path / "params.yaml", {
         "compressed_input": True,
         "qos_overrides": {"/image/compressed": {"subscription": {"reliability": "reliable"}}}})
-    node = NodeProcess(tmp_path, params, name="compressed")
-    rclpy.init()
-    peer = Peer("compressed_peer")
-    try:
+    with node_session(tmp_path, params, name="compressed") as (node, peer):
         peer.wait_active(compressed=True)
         rgb, labels = scene(31)
         for stamp, fmt in (((1, 0), "jpeg"), ((2, 0), "png")):
@@ -42,7 +38,3 @@ def test_compressed_input_bad_jpeg_and_qos_warning(tmp_path, ros_isolation):
                                    QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
         peer.spin_until(lambda: "incompatible QoS on /image/compressed" in node.log(), 20, "the QoS warning")
         assert "qos_overrides./image/compressed" in node.log()
-    finally:
-        peer.close()
-        rclpy.try_shutdown()
-        assert node.stop() == 0, node.log()

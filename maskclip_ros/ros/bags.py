@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import rclpy
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.highlevel import AnyReader
@@ -93,16 +94,25 @@ class Replayer:
                 message_class(c.msgtype), self.topic_map.get(c.topic, c.topic), QoSProfile(depth=10))
                 for c in reader.connections}
             clock = self.node.create_publisher(Clock, "/clock", QoSProfile(depth=10)) if self.clock else None
-            self._wait_for_subscribers(reader, publishers)
+            self._wait_for_subscribers(reader, {**publishers, "/clock": clock} if clock else publishers)
             while True:
                 self._play_once(reader, publishers, clock)
                 if not self.loop:
-                    return self.published
+                    break
+            for publisher in [*publishers.values(), clock]:  # let reliable subscribers get the last ones
+                if publisher is not None:
+                    publisher.wait_for_all_acked(Duration(seconds=self.wait_timeout))
+            return self.published
 
     def _wait_for_subscribers(self, reader, publishers) -> None:
+        """Until every `wait_for` topic (default: the bag's camera topics; "/clock" may be named too)
+        has a subscriber, or wait_timeout."""
         wanted = self.wait_for if self.wait_for is not None else \
             [c.topic for c in reader.connections if c.msgtype in CAMERA_TYPES]
-        waiting = [publishers[t] for t in wanted if t in publishers]
+        missing = [t for t in wanted if t not in publishers]
+        if missing:
+            raise ValueError(f"--wait-for topics {missing} are not in the bag (topics: {sorted(publishers)})")
+        waiting = [publishers[t] for t in wanted]
         ok = _wait(self.node, lambda: all(p.get_subscription_count() > 0 for p in waiting), self.wait_timeout)
         names = [p.topic_name for p in waiting]
         if not ok:

@@ -4,6 +4,7 @@ the test process that publishes frames (with external proposals) and collects th
 Every wait is a condition with a timeout (rosproc.spin_until), never a fixed sleep."""
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -34,6 +35,11 @@ TINY_PARAMS = {
     "proposals": {"backend": "external"},
     "num_threads": 1,
     "diagnostics": {"period": 0.2, "window": 30.0},
+    # Reliable inputs (a reliable camera driver, matched through the standard QoS override parameters):
+    # with best effort the first frame after discovery can be lost, and these tests count every frame.
+    # The overload test keeps the default sensor-data QoS.
+    "qos_overrides": {topic: {"subscription": {"reliability": "reliable"}}
+                      for topic in ("/image", "/proposals", "/cam/image_raw")},
 }
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -215,5 +221,24 @@ class Peer:
         self.node.destroy_node()
 
 
-__all__ = ["NODE", "TINY_PARAMS", "NodeProcess", "Peer", "Transition", "check_segmentation", "scene",
+@contextlib.contextmanager
+def node_session(tmp_path: Path, params_file: Path, ros_args: tuple[str, ...] = (), name: str = "node",
+                 image_topic: str = "/image"):
+    """Start the node process and a Peer; on exit close both and check the node stopped cleanly (exit 0
+    after SIGINT). Yields (NodeProcess, Peer)."""
+    rclpy.init()
+    node = peer = None
+    try:
+        node = NodeProcess(tmp_path, params_file, ros_args, name)
+        peer = Peer(f"{name}_peer", image_topic=image_topic)
+        yield node, peer
+    finally:
+        if peer is not None:
+            peer.close()
+        rclpy.try_shutdown()
+        if node is not None:
+            assert node.stop() == 0, node.log()
+
+
+__all__ = ["NODE", "TINY_PARAMS", "NodeProcess", "Peer", "node_session", "Transition", "check_segmentation", "scene",
            "write_params"]

@@ -14,7 +14,7 @@ def register(subparsers) -> None:
                         help="publish topic FROM of the bag as TO")
     parser.add_argument("--no-clock", action="store_true", help="do not publish /clock")
     parser.add_argument("--wait-for", nargs="*", default=None, metavar="TOPIC",
-                        help="bag topics that need a subscriber before playback (default: image topics)")
+                        help="bag topics (or /clock) that need a subscriber before playback (default: image topics)")
     parser.add_argument("--wait-timeout", type=float, default=30.0,
                         help="seconds to wait for subscribers before publishing anyway (default 30)")
     parser.set_defaults(func=run)
