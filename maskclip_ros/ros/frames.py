@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,20 +65,21 @@ def stamp_key(header: Header) -> tuple[int, int]:
 class StampPairer:
     """Pairs items of two streams (camera frames, proposal images) that carry the same stamp.
 
-    Each side keeps at most `capacity` unpaired items (oldest evicted first; `evicted` counts them).
-    Thread-safe."""
+    Each side keeps at most `capacity` unpaired items; the oldest is evicted first and reported with
+    on_evict(side). Thread-safe."""
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, on_evict: Callable[[str], None] = lambda side: None) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self._capacity = capacity
+        self._on_evict = on_evict
         self._waiting: dict[str, OrderedDict] = {"frame": OrderedDict(), "proposals": OrderedDict()}
         self._lock = threading.Lock()
-        self.evicted = 0
 
     def add(self, side: str, key: tuple[int, int], item: Any) -> tuple[Any, Any] | None:
         """Add `item` on `side` ("frame" or "proposals"); returns (frame, proposals) once both are here."""
         other = "proposals" if side == "frame" else "frame"
+        evicted = 0
         with self._lock:
             match = self._waiting[other].pop(key, None)
             if match is None:
@@ -85,8 +87,11 @@ class StampPairer:
                 waiting[key] = item
                 while len(waiting) > self._capacity:
                     waiting.popitem(last=False)
-                    self.evicted += 1
-                return None
+                    evicted += 1
+        for _ in range(evicted):
+            self._on_evict(side)
+        if match is None:
+            return None
         return (item, match) if side == "frame" else (match, item)
 
 

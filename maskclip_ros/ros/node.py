@@ -55,6 +55,7 @@ OUTPUT_TOPICS = {"panoptic": "~/panoptic", "semantic": "~/semantic", "segments":
                  "overlay": "~/overlay", "vocabulary": "~/vocabulary"}
 DIAGNOSTICS_TOPIC = "/diagnostics"
 SERVICE_NAME = "~/set_vocabulary"
+GIL_SWITCH_INTERVAL_S = 0.0005  # see run()
 # When each parameter applies (see maskclip_ros.ros.params): applied from the next frame, read once at
 # startup, or (everything else) read by configure/activate.
 RUNTIME_PARAMETERS = re.compile(
@@ -247,7 +248,7 @@ class SegmentationNode(LifecycleNode):
         self._pairer = None
         # External proposals: the configured backend, or no proposer section at all (segment needs masks).
         if self._params().get("proposals", {}).get("backend", "external") == "external":
-            self._pairer = StampPairer(self._param("external_queue"))
+            self._pairer = StampPairer(self._param("external_queue"), on_evict=self._on_unpaired)
             self._io["proposals"] = self._subscribe(Image, PROPOSALS_TOPIC, self._on_proposals)
 
     def _subscribe(self, msg_type, topic: str, callback):
@@ -307,6 +308,11 @@ class SegmentationNode(LifecycleNode):
             return
         if (pair := self._pairer.add("proposals", stamp_key(msg.header), masks)) is not None:
             self._hand_over(*pair)
+
+    def _on_unpaired(self, side: str) -> None:
+        """A frame (or a proposals image) waited too long for its partner: the frame counts as dropped."""
+        if side == "frame":
+            self._stats.count("dropped")
 
     def _hand_over(self, frame: Frame, masks=None) -> None:
         if masks is not None:
@@ -409,7 +415,14 @@ class SegmentationNode(LifecycleNode):
         if publisher is None:
             return
         received, published = self._stats.rate("received"), self._stats.rate("published")
-        problem = "frames arrive but none are published" if received > 0 and published == 0 else ""
+        frames = self._io.get("frames")
+        problem = ""
+        if received > 0 and published == 0:
+            problem = "frames arrive but none are published"
+        elif frames is not None and received == 0 and frames.get_publisher_count() > 0:
+            problem = (f"a publisher is matched on {frames.topic_name} but no frame arrived: large best-effort "
+                       f"frames may be lost in transport; try qos_overrides.{frames.topic_name}.subscription."
+                       "reliability: reliable")
         info = {"device": str(self._param("device")), "precision": str(self._param("precision")),
                 "model": self._model_name(), "image_backend": self._converter.backend,
                 "vocabulary_version": str(vocabulary.version if vocabulary else 0),
@@ -423,6 +436,9 @@ def run(ros_args: list[str]) -> int:
     """Run the node until SIGINT (the `maskclip-ros node` command). ros_args: ['--ros-args', ...] or []."""
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 
+    # The inference worker runs Python between torch kernels; a short GIL switch interval keeps the
+    # executor threads (frame, service and parameter callbacks) from waiting 5 ms per hand-over.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     rclpy.init(args=["maskclip_node", *ros_args])
     node = None
     try:
