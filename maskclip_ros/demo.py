@@ -140,6 +140,7 @@ class Session:
     switch: dict = field(default_factory=dict)  # the vocabulary change: request, reply, time
     outputs: set = field(default_factory=set)  # stamps of the node's Segmentation messages
     diagnostics: dict = field(default_factory=dict)  # last /diagnostics key/values of the node
+    diagnostics_at: float = 0.0  # monotonic time the last /diagnostics message arrived
     wall_s: float = 0.0
 
 
@@ -184,13 +185,15 @@ def _monitor(bag: Path, args, out: Path, procs: dict, cli: list) -> Session:
                     and _service_ready(node), args.timeout, "the node to become active and the recorder ready")
         print(f"[demo] node active; replaying {frames_in} frames")
         procs["replay"] = _start([*cli, "replay", str(bag), "--wait-for", args.topic], out / "replay.log")
-        _spin_until(node, procs, lambda: session.frames_sent >= frames_in // 2, args.timeout, "half the bag")
+        replay = procs["replay"]
+        _spin_until(node, procs, lambda: session.frames_sent >= frames_in // 2 or replay.poll() is not None,
+                    args.timeout, "half the bag")
         session.switch = _switch_vocabulary(node, args.switch_to)
         print(f"[demo] vocabulary switched: {session.switch['message']}")
-        _spin_until(node, procs, lambda: procs["replay"].poll() is not None, args.timeout, "the replay to end")
-        last = max(session.sent_at) if session.sent_at else None
-        _spin_until(node, procs, lambda: last is None or last in session.outputs, args.timeout,
-                    "the output of the last frame")
+        _spin_until(node, procs, lambda: replay.poll() is not None, args.timeout, "the replay to end")
+        ended = time.monotonic()
+        _spin_until(node, procs, lambda: _node_idle(session, after=ended), args.timeout,
+                    "the node to finish its last frame")
         session.wall_s = time.monotonic() - started
         return session
     finally:
@@ -214,6 +217,17 @@ def _on_diagnostics(session: Session, msg) -> None:
     for status in msg.status:
         if status.name.startswith("maskclip"):
             session.diagnostics = {kv.key: kv.value for kv in status.values}
+            session.diagnostics_at = time.monotonic()
+
+
+def _node_idle(session: Session, after: float) -> bool:
+    """True when a /diagnostics message newer than `after` accounts for every frame the node received
+    (published, dropped, refused as bad, or failed): nothing is left in its buffer."""
+    d = session.diagnostics
+    if session.diagnostics_at <= after or not d:
+        return False
+    done = sum(int(d[k]) for k in ("frames_published", "dropped_frames", "dropped_bad_frames", "failed_frames"))
+    return int(d["frames_received"]) > 0 and done >= int(d["frames_received"])
 
 
 def _service_ready(node) -> bool:
