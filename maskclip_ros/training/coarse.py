@@ -15,11 +15,12 @@ import numpy as np
 
 @dataclass(frozen=True)
 class CoarseConfig:
-    """Degradation of ground-truth masks (``coarse`` section of config/train.yaml); sizes are fractions of
-    the mask's shorter side so they do not depend on the mask resolution."""
-    morph_max: float    # largest dilation/erosion radius (fraction of the short side)
-    shift_max: float    # largest shift in x and y (fraction of the short side)
-    blur_max: float     # largest Gaussian blur sigma (fraction of the short side)
+    """Degradation of ground-truth masks (``coarse`` section of config/train.yaml). Changes are relative to
+    each segment's size (the square root of its area), so small things stay recognisable and nothing
+    depends on the mask resolution."""
+    morph_max: float    # largest dilation/erosion radius (fraction of the segment's size)
+    shift_max: float    # largest shift in x and y (fraction of the segment's size)
+    blur_max: float     # largest Gaussian blur sigma (fraction of the segment's size)
     merge_prob: float   # probability that a proposal is merged with a touching segment
     drop_prob: float    # probability that a segment gets no proposal
     blobs_max: int      # most random "no object" blobs per image
@@ -44,11 +45,13 @@ def coarse_proposals(gt_masks: np.ndarray, rng: np.random.Generator, cfg: Coarse
         mask = gt_masks[i].astype(np.uint8)
         if rng.random() < cfg.merge_prob:
             mask = _merge_with_neighbour(gt_masks, i, rng)
-        mask = _morph(mask, int(round(rng.uniform(-1, 1) * cfg.morph_max * short)))
-        mask = _shift(mask, *(np.round(rng.uniform(-1, 1, 2) * cfg.shift_max * short).astype(int)))
-        out.append(_blur(mask.astype(np.float32), rng.uniform(0, cfg.blur_max) * short))
+        size = float(np.sqrt(gt_masks[i].sum()))
+        mask = _morph(mask, int(round(rng.uniform(-1, 1) * cfg.morph_max * size)))
+        mask = _shift(mask, *(np.round(rng.uniform(-1, 1, 2) * cfg.shift_max * size).astype(int)))
+        out.append(_blur(mask.astype(np.float32), rng.uniform(0, cfg.blur_max) * size))
     for _ in range(int(rng.integers(0, cfg.blobs_max + 1))):
-        out.append(_blur(_blob(h, w, rng, cfg.blob_size * short), rng.uniform(0, cfg.blur_max) * short))
+        blob = _blob(h, w, rng, cfg.blob_size * short)
+        out.append(_blur(blob, rng.uniform(0, cfg.blur_max) * float(np.sqrt(blob.sum()))))
     if not out:
         return np.zeros((0, h, w), np.float32)
     stack = np.stack(out)
