@@ -24,6 +24,9 @@ def test_lifecycle_missing_checkpoint_then_fix_deactivate_activate(tmp_path, ros
         log = node.log()
         assert MISSING in log and "staying unconfigured" in log and "configure again" in log
         assert node.alive()
+        (result,) = peer.set_parameters(vocabulary__class_names=["ring", "Ring"] + ["x"] * 12)
+        assert not result.successful and "duplicate class name 'Ring'" in result.reason, \
+            "vocabulary rules apply while unconfigured too"
 
         # CUDA on a machine without it: refused at configure with a clear reason.
         results = peer.set_parameters(device="cuda", clip__checkpoint="", clip__random_init=True)

@@ -4,6 +4,9 @@ The same frames are timed twice in one run: model only (``Segmenter.segment`` in
 end (publish an Image to the node running in its own process -> the last of its panoptic / semantic /
 segments outputs for that stamp received here). One frame is in flight at a time, so nothing is dropped
 and the difference is conversion, publishing and transport. Writes JSON.
+
+With the external proposals backend (or no proposer configured) both paths get the scenes' ground-truth
+segments as proposals: passed to segment() directly, and published as a label image to the node.
 """
 from __future__ import annotations
 
@@ -20,12 +23,17 @@ import numpy as np
 OUTPUTS = ("panoptic", "semantic", "segments")
 
 
-def _frames(count: int, width: int, height: int, seed: int) -> list[np.ndarray]:
-    """`count` (H, W, 3) uint8 RGB scenes from the generated world."""
+def _frames(count: int, width: int, height: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`count` generated scenes: ((H, W, 3) uint8 RGB, (H, W) int32 segment ids used as proposals)."""
     from maskclip_ros.data.world import WorldConfig, generate_scene
 
     cfg = WorldConfig.load(width=width, height=height)
-    return [generate_scene(seed, i, cfg).image for i in range(count)]
+    scenes = [generate_scene(seed, i, cfg) for i in range(count)]
+    return [(s.image, s.panoptic.astype(np.int32)) for s in scenes]
+
+
+def _external(params: dict) -> bool:
+    return params.get("proposals", {}).get("backend", "external") == "external"
 
 
 def _summary(ms: list[float]) -> dict[str, float]:
@@ -34,26 +42,39 @@ def _summary(ms: list[float]) -> dict[str, float]:
             "p90": float(np.percentile(values, 90)), "min": float(values.min())}
 
 
-def time_model(params_file: str | None, frames: list[np.ndarray], warmup: int) -> list[float]:
-    """Milliseconds of Segmenter.segment per frame (after `warmup` untimed frames), this process."""
-    from maskclip_ros.config import load_params
-    from maskclip_ros.pipeline import build_segmenter
+def _params(params_file: str | None) -> dict:
+    """config/default.yaml updated with `params_file` (as the node sees them)."""
+    from maskclip_ros.config import deep_update, load_params
 
-    params = load_params(params_file)
+    params = load_params()
+    return deep_update(params, load_params(params_file)) if params_file else params
+
+
+def time_model(params_file: str | None, frames: list[tuple[np.ndarray, np.ndarray]], warmup: int) -> list[float]:
+    """Milliseconds of Segmenter.segment per frame (after `warmup` untimed frames), this process."""
+    import torch
+
+    from maskclip_ros.pipeline import build_segmenter
+    from maskclip_ros.ros.frames import labels_to_masks
+
+    params = _params(params_file)
+    if params["num_threads"] > 0:
+        torch.set_num_threads(params["num_threads"])
     segmenter = build_segmenter(params, device=params["device"], precision=params["precision"])
     vocab = params["vocabulary"]
     vocabulary = segmenter.make_vocabulary(vocab["class_names"], vocab["is_thing"], vocab["prompt_templates"])
-    for image in frames[:warmup]:
-        segmenter.segment(image, vocabulary)
+    external = _external(params)
     times = []
-    for image in frames[warmup:]:
+    for index, (image, labels) in enumerate(frames):
+        masks = labels_to_masks(labels) if external else None
         start = time.perf_counter()
-        segmenter.segment(image, vocabulary)
-        times.append(1000 * (time.perf_counter() - start))
+        segmenter.segment(image, vocabulary, external_masks=masks)
+        if index >= warmup:
+            times.append(1000 * (time.perf_counter() - start))
     return times
 
 
-def time_node(params_file: str | None, frames: list[np.ndarray], warmup: int, log: Path,
+def time_node(params_file: str | None, frames: list[tuple[np.ndarray, np.ndarray]], warmup: int, log: Path,
               timeout: float = 120.0) -> list[float]:
     """Milliseconds from publishing each frame to receiving all of the node's outputs for it."""
     import rclpy
@@ -63,7 +84,9 @@ def time_node(params_file: str | None, frames: list[np.ndarray], warmup: int, lo
     from maskclip_ros.msg import Segmentation
     from maskclip_ros.ros.conversions import ImageConverter
 
-    cmd = [sys.executable, "-m", "maskclip_ros.cli", "node"] + (["--params-file", params_file] if params_file else [])
+    cmd = [sys.executable, "-m", "maskclip_ros.cli", "node", *(["--params-file", params_file] if params_file else []),
+           "--ros-args", *[arg for topic in ("/image", "/proposals")  # reliable, as the bench publishes
+                           for arg in ("-p", f"qos_overrides.{topic}.subscription.reliability:=reliable")]]
     with open(log, "w") as log_file:
         proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     rclpy.init()
@@ -76,13 +99,16 @@ def time_node(params_file: str | None, frames: list[np.ndarray], warmup: int, lo
                                      lambda msg, n=name: arrived.setdefault(
                                          (n, msg.header.stamp.sec), time.perf_counter()), qos)
         publisher = node.create_publisher(Image, "/image", qos)
+        proposals = node.create_publisher(Image, "/proposals", qos) if _external(_params(params_file)) else None
         _spin_until(node, lambda: publisher.get_subscription_count() > 0 and all(
             node.count_publishers(f"/maskclip/{n}") for n in OUTPUTS), timeout, proc, "the node to become active")
         converter, times = ImageConverter(), []
-        for index, image in enumerate(frames):
+        for index, (image, labels) in enumerate(frames):
             msg = converter.rgb_to_image(image)
             msg.header.stamp.sec, msg.header.frame_id = index + 1, "camera"
             start = time.perf_counter()
+            if proposals is not None:
+                proposals.publish(converter.labels_to_image(labels, "32SC1", msg.header))
             publisher.publish(msg)
             _spin_until(node, lambda: all((n, index + 1) in arrived for n in OUTPUTS), timeout, proc,
                         f"the outputs of frame {index}")
@@ -119,7 +145,7 @@ def bench(params_file: str | None, count: int, warmup: int, width: int, height: 
     model, node = _summary(model_ms), _summary(node_ms)
     report = {
         "frames": count, "warmup": warmup, "width": width, "height": height,
-        "params_file": params_file or "config/default.yaml",
+        "params_file": params_file or "config/default.yaml", "input_qos": "reliable",
         "model_ms": model, "end_to_end_ms": node,
         "overhead_ms_median": node["median"] - model["median"],
         "overhead_ratio_median": node["median"] / model["median"] - 1,

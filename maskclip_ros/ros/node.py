@@ -82,6 +82,7 @@ class SegmentationNode(LifecycleNode):
         self._vocab_lock = threading.Lock()      # serialises vocabulary changes (service, parameters)
         self._segmenter = None                   # the model core; set on configure
         self._vocabulary = None                  # the active core Vocabulary; replaced, never mutated
+        self._last_version = 0                   # versions never repeat in this process (reconfigure too)
         self._service = None
         self._io: dict[str, Any] = {}            # publishers, subscriptions, timer (active only)
         self._slot: LatestFrameSlot | None = None
@@ -116,9 +117,9 @@ class SegmentationNode(LifecycleNode):
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         """Validates and applies runtime changes; vocabulary changes share the service's validation."""
-        if self._segmenter is None:  # unconfigured: values are used (and validated) by the next configure
-            return SetParametersResult(successful=True)
         changes = {p.name: p.value for p in params if p.name in self._specs}
+        if self._segmenter is None:  # unconfigured: the next configure uses them; vocabulary rules apply now
+            return self._check_vocabulary_parameters(changes)
         frozen = sorted(name for name in changes if self._specs[name].kind == "configure")
         if frozen:
             return SetParametersResult(successful=False, reason=(
@@ -134,12 +135,33 @@ class SegmentationNode(LifecycleNode):
             return SetParametersResult(successful=False, reason=str(error))
         return SetParametersResult(successful=True)
 
-    def _apply_vocabulary_parameters(self, changes: dict[str, Any]) -> None:
+    def _vocabulary_request(self, changes: dict[str, Any]) -> tuple[list, list, list]:
+        """(class names, thing flags, templates) after `changes`, the rest from the current parameters."""
         def value(key: str) -> list:
             name = f"vocabulary.{key}"
             return list(changes[name] if name in changes else self._param(name) or [])
 
-        names, flags, templates = value("class_names"), value("is_thing"), value("prompt_templates")
+        return value("class_names"), value("is_thing"), value("prompt_templates")
+
+    def _check_vocabulary_parameters(self, changes: dict[str, Any]) -> SetParametersResult:
+        """The core's vocabulary rules without a model (unconfigured node); text embeddings come at configure."""
+        from maskclip_ros.config import from_section
+        from maskclip_ros.model.vocabulary import (VocabularyConfig, VocabularyError, validate_templates,
+                                                   validate_vocabulary)
+
+        if not any(name.startswith("vocabulary.") for name in changes):
+            return SetParametersResult(successful=True)
+        names, flags, templates = self._vocabulary_request(changes)
+        try:
+            config = from_section(VocabularyConfig, self._params()["vocabulary"], "vocabulary", shared=True)
+            validate_vocabulary(names, flags or None, config)
+            validate_templates(templates)
+        except VocabularyError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        return SetParametersResult(successful=True)
+
+    def _apply_vocabulary_parameters(self, changes: dict[str, Any]) -> None:
+        names, flags, templates = self._vocabulary_request(changes)
         active = self._vocabulary
         if (tuple(names), tuple(flags), tuple(templates)) == \
                 (active.class_names, active.is_thing, active.templates):
@@ -160,7 +182,9 @@ class SegmentationNode(LifecycleNode):
             self._segmenter = self._build_segmenter(params)
             vocab = params["vocabulary"]
             self._vocabulary = self._segmenter.make_vocabulary(
-                vocab["class_names"], vocab["is_thing"] or None, vocab["prompt_templates"] or None, version=1)
+                vocab["class_names"], vocab["is_thing"] or None, vocab["prompt_templates"] or None,
+                version=self._last_version + 1)
+            self._last_version = self._vocabulary.version
         except Exception as error:  # noqa: BLE001 - every configure failure must end in a clear log
             self._segmenter = self._vocabulary = None
             self.get_logger().error(
@@ -372,8 +396,8 @@ class SegmentationNode(LifecycleNode):
             active = self._vocabulary
             vocabulary = self._segmenter.make_vocabulary(
                 list(names), list(is_thing) if is_thing else None,
-                list(templates) if templates else list(active.templates), version=active.version + 1)
-            self._vocabulary = vocabulary
+                list(templates) if templates else list(active.templates), version=self._last_version + 1)
+            self._vocabulary, self._last_version = vocabulary, vocabulary.version
         self.get_logger().info(f"vocabulary v{vocabulary.version}: {', '.join(vocabulary.class_names)}")
         self._publish_vocabulary()
 
