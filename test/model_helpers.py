@@ -23,12 +23,13 @@ def tiny_tower(seed: int = 0, short_side: int = 64, **clip_kwargs) -> ClipTower:
     return ClipTower(clip=clip, tokenizer=open_clip.get_tokenizer(TINY), model_name=TINY, short_side=short_side)
 
 
-def rma_config(tower: ClipTower, blocks=None, refine_hidden: int = 8, no_object: bool = True) -> RMAConfig:
+def rma_config(tower: ClipTower, blocks=None, refine_hidden: int = 8, no_object: bool = True,
+               mask_resolution: int = 4) -> RMAConfig:
     from maskclip_ros.model.factory import clip_fingerprint
     blocks = default_block_indices(tower.depth, 2) if blocks is None else tuple(blocks)
     return RMAConfig(clip_model_name=tower.model_name, clip_fingerprint=clip_fingerprint(tower),
                      depth=tower.depth, width=tower.width, heads=tower.heads, patch_size=tower.patch_size,
-                     embed_dim=tower.embed_dim, block_indices=blocks, refine_hidden=refine_hidden,
+                     mask_resolution=mask_resolution, embed_dim=tower.embed_dim, block_indices=blocks, refine_hidden=refine_hidden,
                      no_object=no_object)
 
 

@@ -99,10 +99,11 @@ def test_one_pixel_mask_sees_only_its_patch(tower, data):
     masks = np.zeros((1, 48, 80), np.float32)
     masks[0, 5, 70] = 1.0  # 48x80 -> input 64x112 (4x7 patches): the pixel lies in patch row 0, col 6
     _, geometry = tower.preprocess(image)
-    state = MaskState.initial(torch.as_tensor(masks), geometry, threshold=0.5, patch_size=16,
-                              dtype=torch.float32, with_patches=False)
-    open_columns = torch.isfinite(state.bias[0, 0, 0]).nonzero()[:, 0].tolist()
-    assert geometry.grid == (4, 7) and open_columns == [0, 1 + 6]  # class token + its one patch
+    for subdivisions in (None, 4):  # tokens mode and the rma cascade's working resolution agree
+        state = MaskState.initial(torch.as_tensor(masks), geometry, threshold=0.5, dtype=torch.float32,
+                                  subdivisions=subdivisions)
+        open_columns = torch.isfinite(state.bias[0, 0, 0]).nonzero()[:, 0].tolist()
+        assert geometry.grid == (4, 7) and open_columns == [0, 1 + 6]  # class token + its one patch
 
 
 # --------------------------------------------------------------------------------------- rma mode
@@ -115,10 +116,11 @@ def test_rma_without_layers_equals_tokens(tower, data):
     torch.testing.assert_close(out.masks, torch.as_tensor(masks))
 
 
-def test_untrained_rma_starts_as_tokens(tower, data):
+@pytest.mark.parametrize("resolution", [4, 16])
+def test_untrained_rma_starts_as_tokens(tower, data, resolution):
     image, masks = data
     tokens = run(make_maskclip(tower, "tokens"), image, masks)
-    rma = RelativeMaskAttention(rma_config(tower, blocks=(1, 3)))
+    rma = RelativeMaskAttention(rma_config(tower, blocks=(1, 3), mask_resolution=resolution))
     out = run(make_maskclip(tower, "rma", rma=rma), image, masks)
     torch.testing.assert_close(out.embeddings, tokens.embeddings, atol=ATOL, rtol=0)
     torch.testing.assert_close(out.masks, torch.as_tensor(masks), atol=2e-4, rtol=0)  # logit clamp only
@@ -135,7 +137,9 @@ def test_rma_refined_masks_shape_range_and_input_untouched(tower, data):
         assert not torch.allclose(out.masks, torch.as_tensor(masks), atol=1e-3)  # refinement acts
         assert (given == before).all()
         assert len(out.aux_mask_logits) == 3
-        torch.testing.assert_close(torch.sigmoid(out.aux_mask_logits[-1]), out.masks)
+        assert out.aux_mask_logits[-1].shape == (4, 4 * 4, 7 * 4)  # 4x7 patches, 4x4 values per patch
+        coarse = F.adaptive_avg_pool2d(out.masks[:, None], (16, 28))[:, 0]
+        assert (torch.sigmoid(out.aux_mask_logits[-1]) - coarse).abs().mean() < 0.05
 
 
 def test_rma_refined_masks_at_lower_proposal_resolution(tower, data):
@@ -172,19 +176,20 @@ def test_gradients_reach_every_rma_parameter_and_no_clip_parameter(tower, data):
     assert not tower.clip.training  # CLIP stays in eval mode while RMA trains
 
 
-def test_relative_term_equals_naive_mxnxd_formula(tower, data):
+@pytest.mark.parametrize("resolution", [4, 16])
+def test_relative_term_equals_naive_mxnxd_formula(tower, data, resolution):
     _, masks = data
-    layer = randomize(RelativeMaskAttention(rma_config(tower, blocks=(0,))), std=0.2).layer(0)
+    cfg = rma_config(tower, blocks=(0,), mask_resolution=resolution)
+    layer = randomize(RelativeMaskAttention(cfg), std=0.2).layer(0)
     _, geometry = tower.preprocess(data[0])
-    probs = torch.as_tensor(masks)
+    size = (geometry.grid[0] * resolution, geometry.grid[1] * resolution)
+    work = F.adaptive_avg_pool2d(torch.as_tensor(masks)[:, None], size)  # (M, 1, gh*s, gw*s)
     image_tokens = torch.randn(geometry.num_patches, tower.width)
-    fast = layer.relative_logits(mask_patches(probs, geometry, 16), image_tokens)  # (M, heads, N)
-    resized = F.interpolate(probs[:, None], size=geometry.input_size, mode="bilinear", align_corners=False)
-    t_mp = layer.mask_patch_embed(resized).flatten(2).transpose(1, 2)  # (M, N, D): f_2
+    fast = layer.relative_logits(mask_patches(work[:, 0], resolution), image_tokens)  # (M, heads, N)
+    t_mp = layer.mask_patch_embed(work).flatten(2).transpose(1, 2)  # (M, N, D): f_2, the paper's T_MP
     q = layer.mask_query(t_mp)  # (M, N, D)
     k = layer.image_key(image_tokens)  # (N, D)
-    h = tower.heads
-    naive = (q * k).view(*q.shape[:2], h, -1).sum(-1).permute(0, 2, 1)  # per-head channel sums (M, heads, N)
+    naive = (q * k).view(*q.shape[:2], tower.heads, -1).sum(-1).permute(0, 2, 1)  # per-head sums (M, heads, N)
     torch.testing.assert_close(fast, naive, atol=1e-4, rtol=1e-4)
 
 
@@ -236,6 +241,10 @@ def test_unsupported_towers_fail_clearly():
         make_maskclip(avg, "tokens")
     image, masks = scene()
     assert run(make_maskclip(avg, "crop"), image, masks).embeddings.shape == (4, avg.embed_dim)
+    custom = tiny_tower(seed=0, vision_cfg={"image_size": 64, "patch_size": 16, "width": 64, "layers": 2,
+                                            "head_width": 16, "block_type": "custom"})
+    with pytest.raises(ValueError, match="CustomResidualAttentionBlock"):
+        make_maskclip(custom, "rma", rma=RelativeMaskAttention(rma_config(custom)))
 
 
 # --------------------------------------------------------------------------------------- crop mode

@@ -197,6 +197,7 @@ def rma_config_for(tower: ClipTower, mcfg: MaskCLIPConfig) -> RMAConfig:
               else default_block_indices(tower.depth, mcfg.rma_num_layers))
     return RMAConfig(clip_model_name=tower.model_name, clip_fingerprint=clip_fingerprint(tower),
                      depth=tower.depth, width=tower.width, heads=tower.heads, patch_size=tower.patch_size,
+                     mask_resolution=min(mcfg.rma_mask_resolution, tower.patch_size),
                      embed_dim=tower.embed_dim, block_indices=blocks,
                      refine_hidden=mcfg.rma_refine_hidden if mcfg.rma_refine else 0,
                      no_object=bool(mcfg.rma_no_object))
@@ -252,7 +253,8 @@ def _check_rma_matches(config: RMAConfig, tower: ClipTower, mcfg: MaskCLIPConfig
         raise ValueError(f"RMA checkpoint {path} has layers {[i + 1 for i in config.block_indices]} (1-based), "
                          f"maskclip.rma_layers asks for {[i + 1 for i in wanted.block_indices]}: set "
                          "maskclip.rma_layers to \"\" (use the checkpoint's) or to the checkpoint's layers")
-    for key, name in (("refine_hidden", "rma_refine / rma_refine_hidden"), ("no_object", "rma_no_object")):
+    for key, name in (("refine_hidden", "rma_refine / rma_refine_hidden"), ("no_object", "rma_no_object"),
+                      ("mask_resolution", "rma_mask_resolution")):
         if getattr(wanted, key) != getattr(config, key):
             raise ValueError(f"RMA checkpoint {path} has {key} = {getattr(config, key)!r} but maskclip.{name} "
                              f"asks for {getattr(wanted, key)!r}: make the params match the checkpoint")

@@ -50,6 +50,7 @@ class MaskCLIPConfig:
     rma_num_layers: int
     rma_refine: bool
     rma_refine_hidden: int
+    rma_mask_resolution: int
     rma_no_object: bool
     rma_checkpoint: str
 
@@ -72,8 +73,9 @@ class MaskCLIPOutput:
     masks:           (M, h, w) float masks the embeddings belong to, at the proposals' resolution: the
                      refined masks in ``rma`` mode, else a copy of the input masks.
     image_embedding: (E,) the class token's embedding (CLIP's global image embedding), None in ``crop``.
-    aux_mask_logits: per RMA layer with refinement, (M, h, w) mask logits after that layer (deep
-                     supervision); empty unless requested.
+    aux_mask_logits: per RMA layer with refinement, (M, gh*s, gw*s) mask logits after that layer at the
+                     cascade's working resolution (s = RMA mask_resolution; deep supervision); empty
+                     unless requested.
     """
 
     embeddings: torch.Tensor
@@ -195,11 +197,10 @@ class MaskCLIP(nn.Module):
         pixels, geometry = tower.preprocess(image)
         x = tower.embed(pixels)  # (1, 1 + N, D) class + patches
         m = x[:, :1].expand(-1, masks.shape[0], -1)  # (1, M, D) mask class tokens = copies of the class token
-        rma_blocks = self.rma.config.block_indices if self.rma is not None else ()
-        state = MaskState.initial(masks, geometry, threshold=self.mask_threshold, patch_size=tower.patch_size,
-                                  dtype=x.dtype, with_patches=bool(rma_blocks))
+        cascade = self.rma is not None and bool(self.rma.config.block_indices)
+        state = MaskState.initial(masks, geometry, threshold=self.mask_threshold, dtype=x.dtype,
+                                  subdivisions=self.rma.config.mask_resolution if cascade else None)
         aux: list[torch.Tensor] = []
-        refined_logits = None
         for index, block in enumerate(tower.blocks):
             layer = self.rma.layer(index) if self.rma is not None else None
             if layer is None:
@@ -213,7 +214,7 @@ class MaskCLIP(nn.Module):
                     need_patches=self.rma.next_index(index) is not None)
                 if with_aux:
                     aux.append(refined_logits)
-        out_masks = torch.sigmoid(refined_logits) if refined_logits is not None else masks
+        out_masks = state.output_masks() if cascade else masks
         return MaskCLIPOutput(embeddings=tower.readout(m[0]), masks=out_masks,
                               image_embedding=tower.readout(x[0, 0]), aux_mask_logits=aux)
 

@@ -2,16 +2,18 @@
 
 Per RMA layer (paper Eq. 3 and Eq. 5, restated in docs/method.md):
 
-* mask patch tokens ``T_MP = f_2(mask)`` with ``f_2`` shaped like CLIP's patch embedding (conv, kernel =
-  stride = patch size, one input channel);
+* mask patch tokens ``T_MP = f_2(mask)`` with ``f_2`` a patchifier like CLIP's patch embedding (conv,
+  kernel = stride = one patch, one input channel), applied to the mask at s x s values per patch
+  (``mask_resolution`` s; s = patch size is the paper's full resolution; the default 4 keeps the cascade off
+  full-resolution masks, see ``model.masks``);
 * relative term ``A'[i, j] = sum_c phi_Qm(T_MP)[i, j, c] * phi_Km(T_IM)[j, c]`` (per head: c runs over the
   head's channels), added to mask token i's logit over patch j;
 * refinement ``M_r = sigmoid(logit(M_c) + f_r(logits))`` with ``f_r`` a two-layer conv net on the patch grid.
 
-**Efficient form.** ``f_2`` followed by ``phi_Qm`` is one affine map of a patch's p*p mask values,
-``W = W_Qm @ W_f2`` (D x p*p) plus ``b_Qm``. So per head h,
-``A'[i, h, j] = x_ij . G[h, j] + g0[h, j]`` with ``G[h, j] = W_h^T phi_Km(T_IM)[j]_h`` (p*p values) and
-``g0[h, j] = b_Qm,h . phi_Km(T_IM)[j]_h``. G costs N*D*p^2 once per layer, the relative term M*N*p^2 per
+**Efficient form.** ``f_2`` followed by ``phi_Qm`` is one affine map of a patch's s*s mask values,
+``W = W_Qm @ W_f2`` (D x s*s) plus ``b_Qm``. So per head h,
+``A'[i, h, j] = x_ij . G[h, j] + g0[h, j]`` with ``G[h, j] = W_h^T phi_Km(T_IM)[j]_h`` (s*s values) and
+``g0[h, j] = b_Qm,h . phi_Km(T_IM)[j]_h``. G costs N*D*s^2 once per layer, the relative term M*N*s^2 per
 head; no M x N x D tensor is ever built (the official code materialises one: ~1.6x the ViT's FLOPs at
 M = 100). ``f_r`` reads the per-head logits of the mask tokens over the patches, (M, heads, gh, gw), which
 the attention computes anyway (the paper's caption: "maps the attention matrix to a mask residual"), and its
@@ -42,6 +44,7 @@ class RMAConfig:
     width: int  # ViT token width D
     heads: int  # attention heads
     patch_size: int  # ViT patch size p
+    mask_resolution: int  # s: mask values per patch side seen by f_2 and the cascade (1..p)
     embed_dim: int  # joint embedding dimension E (for the "no object" embedding)
     block_indices: tuple[int, ...]  # 0-based indices of the blocks with RMA, ascending
     refine_hidden: int  # channels of f_r's hidden layer; 0 = no mask refinement (ablation)
@@ -101,10 +104,11 @@ class MaskRefinementHead(nn.Module):
 class RelativeMaskAttentionLayer(nn.Module):
     """The parameters RMA adds to one ViT block: f_2, phi_Qm, phi_Km and (optionally) f_r."""
 
-    def __init__(self, *, width: int, heads: int, patch_size: int, refine_hidden: int):
+    def __init__(self, *, width: int, heads: int, mask_resolution: int, refine_hidden: int):
         super().__init__()
         self.heads = heads
-        self.mask_patch_embed = nn.Conv2d(1, width, patch_size, stride=patch_size, bias=False)  # f_2
+        # f_2: kernel = stride = one patch of s x s mask values
+        self.mask_patch_embed = nn.Conv2d(1, width, mask_resolution, stride=mask_resolution, bias=False)
         self.mask_query = nn.Linear(width, width)  # phi_Qm, zero-initialised: A' starts at 0
         self.image_key = nn.Linear(width, width)  # phi_Km
         nn.init.zeros_(self.mask_query.weight)
@@ -115,7 +119,7 @@ class RelativeMaskAttentionLayer(nn.Module):
         """The relative term A' (Eq. 3) without an M x N x D tensor.
 
         Args:
-            patches: (N, M, p*p) mask patch values (``masks.mask_patches``).
+            patches: (N, M, s*s) mask patch values (``masks.mask_patches``).
             image_tokens: (N, D) the block's normalised patch tokens T_IM (``ln_1`` output).
         Returns:
             (M, heads, N) relative logits, unscaled.
@@ -123,8 +127,8 @@ class RelativeMaskAttentionLayer(nn.Module):
         n, d = image_tokens.shape
         h = self.heads
         keys = self.image_key(image_tokens).view(n, h, d // h)  # phi_Km(T_IM): (N, heads, d_head)
-        w = self.mask_query.weight @ self.mask_patch_embed.weight.flatten(1)  # (D, p*p) = W_Qm W_f2
-        g = torch.einsum("nhc,hck->nkh", keys, w.view(h, d // h, -1))  # (N, p*p, heads)
+        w = self.mask_query.weight @ self.mask_patch_embed.weight.flatten(1)  # (D, s*s) = W_Qm W_f2
+        g = torch.einsum("nhc,hck->nkh", keys, w.view(h, d // h, -1))  # (N, s*s, heads)
         g0 = torch.einsum("nhc,hc->nh", keys, self.mask_query.bias.view(h, d // h))  # (N, heads)
         rel = torch.bmm(patches.to(g.dtype), g) + g0[:, None]  # (N, M, heads)
         return rel.permute(1, 2, 0)
@@ -141,10 +145,14 @@ class RelativeMaskAttention(nn.Module):
         bad = [i for i in config.block_indices if not 0 <= i < config.depth]
         if bad:
             raise ValueError(f"RMA block indices {bad} outside 0..{config.depth - 1}")
+        if not 1 <= config.mask_resolution <= config.patch_size:
+            raise ValueError(f"RMA mask_resolution must be in 1..{config.patch_size} (the patch size), "
+                             f"got {config.mask_resolution}")
         self.config = config
         self.layers = nn.ModuleDict({
             str(i): RelativeMaskAttentionLayer(width=config.width, heads=config.heads,
-                                               patch_size=config.patch_size, refine_hidden=config.refine_hidden)
+                                               mask_resolution=config.mask_resolution,
+                                               refine_hidden=config.refine_hidden)
             for i in config.block_indices})
         # Zero start: its logit is 0, i.e. cosine 0 to every embedding (not normalised: a free vector).
         self.no_object_embedding = nn.Parameter(torch.zeros(config.embed_dim)) if config.no_object else None
