@@ -10,7 +10,6 @@ import sys
 
 # Modules that register subcommands, in help order. Each must define register(subparsers).
 SUBCOMMAND_MODULES = (
-    "maskclip_ros.bench_model",
     "maskclip_ros.demo",
     "maskclip_ros.bench_model",
     "maskclip_ros.clip_training",
