@@ -20,6 +20,8 @@ SUBCOMMAND_MODULES = (
     "maskclip_ros.ros.commands.bench_node",
     "maskclip_ros.training.cli",
     "maskclip_ros.evaluation.cli",
+    "maskclip_ros.train_proposals",
+    "maskclip_ros.bench_proposals",
 )
 
 

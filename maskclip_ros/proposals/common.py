@@ -62,4 +62,4 @@ def select(scores: np.ndarray, areas: np.ndarray, max_proposals: int, min_area: 
 def mask_areas(masks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     """Areas in image pixels of (M, h, w) masks (pixels > 0.5, scaled when h, w is a lower resolution)."""
     m, h, w = masks.shape
-    return (masks > 0.5).reshape(m, -1).sum(1) * (image_size[0] * image_size[1] / float(h * w))
+    return (masks > 0.5).reshape(m, h * w).sum(1) * (image_size[0] * image_size[1] / float(h * w))

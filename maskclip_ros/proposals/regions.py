@@ -16,7 +16,7 @@ import torch
 
 from maskclip_ros.config import from_section, section
 from maskclip_ros.proposals.base import Proposals
-from maskclip_ros.proposals.common import check_image, scaled_size
+from maskclip_ros.proposals.common import check_image, mask_areas, scaled_size
 from maskclip_ros.proposals.grouping import Hierarchy, Weights, consecutive, group, leaf_statistics, oversegment
 
 COLOUR_SPACES = {"rgb": None, "hsv": cv2.COLOR_RGB2HSV_FULL, "lab": cv2.COLOR_RGB2LAB}
@@ -69,9 +69,10 @@ class RegionProposer:
                                   self.max_proposals)                # best first, min area already met
         mask_h, mask_w = scaled_size(height, width, self.mask_long_side)
         cell_labels = cv2.resize(cells.labels, (mask_w, mask_h), interpolation=cv2.INTER_NEAREST)
-        masks = members[keep][:, cell_labels]                          # (K, mask_h, mask_w) bool
-        return Proposals(masks=masks.astype(np.float32), scores=scores[keep].astype(np.float32),
-                         boxes=boxes[keep], image_size=(height, width))
+        masks = members[keep][:, cell_labels].astype(np.float32)       # (K, mask_h, mask_w) in {0, 1}
+        big = mask_areas(masks, (height, width)) >= self.min_area      # exact at the returned resolution
+        return Proposals(masks=masks[big], scores=scores[keep][big].astype(np.float32),
+                         boxes=boxes[keep][big], image_size=(height, width))
 
     def _downscale(self, image: np.ndarray) -> np.ndarray:
         h, w = scaled_size(image.shape[0], image.shape[1], self.config.work_long_side)
