@@ -10,7 +10,7 @@ import torch
 
 from maskclip_ros.config import ConfigError, deep_update, from_section, load_params
 from maskclip_ros.model.factory import (ClipConfig, build_clip, build_maskclip, load_rma_checkpoint,
-                                        save_rma_checkpoint)
+                                        load_rma_checkpoint_extra, save_rma_checkpoint)
 from maskclip_ros.model.maskclip import MaskCLIPConfig
 from maskclip_ros.model.rma import RelativeMaskAttention
 from model_helpers import TINY, randomize, rma_config, scene, tiny_tower
@@ -95,9 +95,12 @@ def test_rma_checkpoint_round_trip(tmp_path):
     model = build_maskclip({"maskclip": dataclasses.asdict(mcfg)}, tower=tower)
     assert model.rma.config.block_indices == (1, 3)
     randomize(model.rma, std=0.2)
-    path = save_rma_checkpoint(model.rma, tmp_path / "rma.pt", extra={"step": 7})
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
+    path = save_rma_checkpoint(model.rma, tmp_path / "rma.pt",
+                               extra={"step": 7, "optimizer": optimizer.state_dict()})
     payload = torch.load(path, weights_only=True)
-    assert set(payload) == {"format", "config", "state_dict", "extra"} and payload["extra"] == {"step": 7}
+    assert set(payload) == {"format", "config", "state_dict", "extra"} and payload["extra"]["step"] == 7
+    optimizer.load_state_dict(load_rma_checkpoint_extra(path)["optimizer"])
     assert all(k.startswith(("layers.", "no_object")) for k in payload["state_dict"])  # only added params
     section = maskclip_section(mode="rma", rma_refine_hidden=8, rma_layers="", rma_checkpoint=str(path))
     loaded = build_maskclip({"maskclip": section}, tower=tower)

@@ -234,6 +234,15 @@ def load_rma_checkpoint(path: Path, tower: ClipTower, mcfg: MaskCLIPConfig | Non
     return rma.to(tower.device)
 
 
+def load_rma_checkpoint_extra(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``extra`` dict saved with an RMA checkpoint (e.g. step, optimizer state), weights_only."""
+    payload = _torch_load(Path(path), what="RMA checkpoint",
+                          fix="resume from a checkpoint written by `maskclip-ros train`")
+    if not isinstance(payload, Mapping) or payload.get("format") != RMA_CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an RMA checkpoint of this package (format {RMA_CHECKPOINT_FORMAT})")
+    return dict(payload.get("extra", {}))
+
+
 def _check_rma_matches(config: RMAConfig, tower: ClipTower, mcfg: MaskCLIPConfig | None, path: Path) -> None:
     expected = {"clip_model_name": tower.model_name, "depth": tower.depth, "width": tower.width,
                 "heads": tower.heads, "patch_size": tower.patch_size, "embed_dim": tower.embed_dim}
