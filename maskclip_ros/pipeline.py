@@ -106,7 +106,8 @@ class Segmenter:
         Args:
             image: (H, W, 3) uint8 RGB.
             vocabulary: the classes to label with (from ``make_vocabulary``).
-            external_masks: (M, H', W') float/bool proposals to use instead of the proposer.
+            external_masks: (M, H', W') float/bool proposals to use instead of the proposer (H' <= H, W' <= W;
+                filtered by max_proposals / min_area when proposals.backend is external, else used as given).
             with_embeddings: also return each segment's CLIP embedding.
         """
         if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
@@ -129,7 +130,13 @@ class Segmenter:
                               embeddings=embeddings, vocabulary=vocabulary, timings_ms=timings)
 
     def _proposals(self, image: np.ndarray, external_masks: np.ndarray | None) -> np.ndarray | torch.Tensor:
+        """(M, h, w) proposal masks: the caller's (through the ``external`` backend's count/area/value
+        checks when that backend is configured, else as given) or the proposer's."""
+        from maskclip_ros.proposals.external import ExternalProposer
+
         if external_masks is not None:
+            if isinstance(self.proposer, ExternalProposer):
+                return self.proposer(image, masks=external_masks).masks
             masks = np.asarray(external_masks)
             if masks.ndim != 3:
                 raise ValueError(f"external_masks must be (M, H, W), got shape {masks.shape}")
@@ -159,7 +166,7 @@ def build_segmenter(params: Mapping[str, Any], *, device: str = "cpu", precision
     if "proposals" in params:
         from maskclip_ros.proposals import build_proposer  # written by the proposals backends
 
-        proposer = build_proposer(params["proposals"])
+        proposer = build_proposer(params["proposals"], device=str(torch_device))
     return Segmenter(maskclip=maskclip, proposer=proposer,
                      embedder=TextEmbedder(tower=tower, cache_size=vocabulary_config.embedding_cache_size),
                      vocabulary_config=vocabulary_config,

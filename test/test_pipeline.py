@@ -148,3 +148,22 @@ def test_every_mode_segments(mode):
     result = seg.segment(image, seg.make_vocabulary(["a", "b", "c"], [True, False, False]), external_masks=masks)
     check_consistent(result, image)
     assert result.segments
+
+
+def test_build_segmenter_with_configured_proposers():
+    torch.manual_seed(0)
+    params = deep_update(load_params(), TINY_PARAMS)
+    image, masks = scene(60, 80, seed=5)
+    regions = build_segmenter(deep_update(params, {"proposals": {"backend": "regions", "max_proposals": 8,
+                                                                 "min_area": 20}}))
+    vocabulary = regions.make_vocabulary(["a", "b"], [True, False])
+    result = regions.segment(image, vocabulary)
+    check_consistent(result, image)
+    assert result.timings_ms["proposals"] > 0
+    external = build_segmenter(deep_update(params, {"proposals": {"backend": "external", "max_proposals": 1,
+                                                                  "min_area": 0}}))
+    with pytest.raises(ValueError, match="external"):
+        external.segment(image, vocabulary)
+    one = external.segment(image, vocabulary, external_masks=masks)  # max_proposals applies: first mask only
+    check_consistent(one, image)
+    assert [s.area for s in one.segments] == [60 * 40]
