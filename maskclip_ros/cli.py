@@ -11,6 +11,7 @@ import sys
 # Modules that register subcommands, in help order. Each must define register(subparsers).
 SUBCOMMAND_MODULES = (
     "maskclip_ros.demo",
+    "maskclip_ros.bench",
     "maskclip_ros.bench_model",
     "maskclip_ros.clip_training",
     "maskclip_ros.ros.commands.node",
