@@ -13,7 +13,7 @@ from maskclip_ros.data import world
 from maskclip_ros.data.coco_panoptic import PanopticDataset
 from maskclip_ros.evaluation.runner import evaluate, gt_proposals
 
-TINY = ["clip.random_init=true", "clip.checkpoint=", "clip.short_side=64", "maskclip.crop_size=32"]
+TINY = ["clip.model_name=maskclip-ros-test-tiny", "clip.random_init=true", "clip.checkpoint=", "clip.short_side=64", "maskclip.crop_size=32"]
 
 
 @pytest.fixture(scope="module")

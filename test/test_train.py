@@ -19,7 +19,7 @@ from maskclip_ros.training.settings import load_settings, parse_sets
 from maskclip_ros.training.trainer import (DistInfo, RunSettings, TrainConfig, base_categories, model_params,
                                            optimisation_step, section_config, train)
 
-TINY = ["clip.random_init=true", "clip.checkpoint=", "clip.short_side=64", "train.batch_size=2",
+TINY = ["clip.model_name=maskclip-ros-test-tiny", "clip.random_init=true", "clip.checkpoint=", "clip.short_side=64", "train.batch_size=2",
         "train.log_every=1", "train.max_proposals=8", "train.mask_stride=4"]
 WEIGHTS = LossWeights(ce=2.0, dice=5.0, bce=5.0, no_object=0.1, min_match_iou=0.2)
 
