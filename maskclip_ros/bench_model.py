@@ -99,9 +99,8 @@ def _build_models(args: argparse.Namespace, modes=MODES) -> dict:
     """One frozen ViT shared by MaskCLIP models in each mode (rma: default layers, untrained)."""
     import torch
 
-    from maskclip_ros.config import deep_update
+    from maskclip_ros.config import deep_update, from_section
     from maskclip_ros.model.factory import ClipConfig, build_clip, build_maskclip
-    from maskclip_ros.config import from_section
 
     params = _params(args)
     torch.manual_seed(0)
