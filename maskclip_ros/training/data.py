@@ -19,10 +19,12 @@ from maskclip_ros.training.coarse import CoarseConfig, coarse_proposals
 
 @dataclass(frozen=True)
 class TrainSample:
-    """image: (H, W, 3) uint8; proposals: (M, h, w) float32 in [0, 1]; targets: (G, h, w) bool;
+    """image: (H, W, 3) uint8; proposals: (M, h, w) float32 in [0, 1]; groups: (M,) int64 proposal set of
+    each proposal (sets are matched to the ground truth independently); targets: (G, h, w) bool;
     classes: (G,) int64 index into the training vocabulary, -1 = ignored."""
     image: np.ndarray
     proposals: np.ndarray
+    groups: np.ndarray
     targets: np.ndarray
     classes: np.ndarray
 
@@ -57,11 +59,14 @@ def resize_proposals(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 class TrainDataset(torch.utils.data.Dataset):
     """Wraps a PanopticDataset: each item is a TrainSample with proposals from ``coarse`` ground truth or a
-    proposer. Randomness is seeded by (seed, epoch, index), so a resumed run sees the same samples."""
+    proposer. Randomness is seeded by (seed, epoch, index), so a resumed run sees the same samples.
+
+    With coarse proposals, ``proposal_sets`` independent sets are drawn per image: mask tokens never see
+    each other, so one forward pass trains on all of them while the frozen image path runs once."""
 
     def __init__(self, dataset: PanopticDataset, *, class_index: Mapping[int, int], stride: int,
                  max_proposals: int, seed: int, coarse: CoarseConfig | None,
-                 proposer: Callable[[np.ndarray], object] | None = None):
+                 proposer: Callable[[np.ndarray], object] | None = None, proposal_sets: int = 1):
         if (coarse is None) == (proposer is None):
             raise ValueError("give exactly one proposal source: coarse config or a proposer")
         self.dataset = dataset
@@ -71,6 +76,7 @@ class TrainDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.coarse = coarse
         self.proposer = proposer
+        self.proposal_sets = proposal_sets if coarse is not None else 1
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -83,13 +89,17 @@ class TrainDataset(torch.utils.data.Dataset):
         sample = self.dataset[index]
         targets, classes = target_masks(sample, self.stride, self.class_index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        if self.coarse is not None:
-            proposals = coarse_proposals(targets, rng, self.coarse)
-        else:
-            proposals = resize_proposals(self.proposer(sample.image).masks, targets.shape[1:])
-        if len(proposals) > self.max_proposals:
-            proposals = proposals[np.sort(rng.choice(len(proposals), self.max_proposals, replace=False))]
-        return TrainSample(sample.image, proposals, targets, classes)
+        sets = []
+        for _ in range(self.proposal_sets):
+            if self.coarse is not None:
+                proposals = coarse_proposals(targets, rng, self.coarse)
+            else:
+                proposals = resize_proposals(self.proposer(sample.image).masks, targets.shape[1:])
+            if len(proposals) > self.max_proposals:
+                proposals = proposals[np.sort(rng.choice(len(proposals), self.max_proposals, replace=False))]
+            sets.append(proposals)
+        groups = np.concatenate([np.full(len(p), g, np.int64) for g, p in enumerate(sets)])
+        return TrainSample(sample.image, np.concatenate(sets), groups, targets, classes)
 
 
 def collate(batch: Sequence[TrainSample]) -> list[TrainSample]:

@@ -46,6 +46,7 @@ class TrainConfig:
     mask_stride: int
     proposals: str
     max_proposals: int
+    proposal_sets: int
     save_every: int
     log_every: int
     num_workers: int
@@ -135,16 +136,25 @@ def class_logits(model, embeddings: torch.Tensor, text_embeddings: torch.Tensor)
 
 def sample_loss(model, forward, sample, text_embeddings: torch.Tensor, weights: LossWeights,
                 device: torch.device) -> dict[str, torch.Tensor]:
-    """Forward one TrainSample (``forward`` = the model or its DDP wrapper) and return ``rma_loss``.
+    """Forward one TrainSample (``forward`` = the model or its DDP wrapper) and return ``rma_loss``,
+    averaged over the sample's proposal sets (each matched to the ground truth on its own).
 
     Every trainable parameter takes part in the graph (times 0 where unused) so DDP always sees a full
     set of gradients."""
     out = forward(sample.image, sample.proposals, with_aux=True)
     logits, no_object = class_logits(model, out.embeddings, text_embeddings)
-    losses = rma_loss(logits, no_object, out.aux_mask_logits,
-                      torch.from_numpy(sample.proposals).to(device), torch.from_numpy(sample.targets).to(device),
-                      torch.from_numpy(sample.classes).to(device), weights)
+    proposals = torch.from_numpy(sample.proposals).to(device)
+    targets, classes = torch.from_numpy(sample.targets).to(device), torch.from_numpy(sample.classes).to(device)
+    groups = torch.from_numpy(sample.groups).to(device)
+    per_set = []
+    for g in torch.unique(groups).tolist():
+        rows = groups == g
+        per_set.append(rma_loss(logits[rows], no_object[rows] if no_object is not None else None,
+                                [a[rows] for a in out.aux_mask_logits], proposals[rows], targets, classes, weights))
     touch = sum(p.sum() for p in model.trainable_parameters()) * 0.0
+    if not per_set:  # no proposal at all
+        return {"loss": touch, **{k: touch.detach() for k in ("ce", "dice", "bce", "matched")}}
+    losses = {k: sum(d[k] for d in per_set) / len(per_set) for k in per_set[0]}
     return {**losses, "loss": losses["loss"] + touch}
 
 
@@ -222,7 +232,8 @@ def train(dataset, run: RunSettings) -> dict:
     train_set = TrainDataset(dataset, class_index={c["id"]: i for i, c in enumerate(base)},
                              stride=cfg.mask_stride, max_proposals=cfg.max_proposals, seed=cfg.seed,
                              coarse=section_config(CoarseConfig, run.sections["coarse"]) if cfg.proposals == "coarse" else None,
-                             proposer=segmenter.proposer if cfg.proposals == "backend" else None)
+                             proposer=segmenter.proposer if cfg.proposals == "backend" else None,
+                             proposal_sets=cfg.proposal_sets)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
     if run.resume is not None:
