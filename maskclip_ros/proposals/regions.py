@@ -16,7 +16,7 @@ import torch
 
 from maskclip_ros.config import from_section, section
 from maskclip_ros.proposals.base import Proposals
-from maskclip_ros.proposals.common import check_image, mask_areas, scaled_size
+from maskclip_ros.proposals.common import check_image, scaled_size
 from maskclip_ros.proposals.grouping import Hierarchy, Weights, consecutive, group, leaf_statistics, oversegment
 
 COLOUR_SPACES = {"rgb": None, "hsv": cv2.COLOR_RGB2HSV_FULL, "lab": cv2.COLOR_RGB2LAB}
@@ -69,10 +69,12 @@ class RegionProposer:
                                   self.max_proposals)                # best first, min area already met
         mask_h, mask_w = scaled_size(height, width, self.mask_long_side)
         cell_labels = cv2.resize(cells.labels, (mask_w, mask_h), interpolation=cv2.INTER_NEAREST)
-        masks = members[keep][:, cell_labels].astype(np.float32)       # (K, mask_h, mask_w) in {0, 1}
-        big = mask_areas(masks, (height, width)) >= self.min_area      # exact at the returned resolution
-        return Proposals(masks=masks[big], scores=scores[keep][big].astype(np.float32),
-                         boxes=boxes[keep][big], image_size=(height, width))
+        # Areas at the returned resolution (exact): the cells' pixel counts there, summed per region.
+        cell_pixels = np.bincount(cell_labels.ravel(), minlength=len(cells.sizes)).astype(np.float64)
+        areas = members[keep] @ cell_pixels * (height * width / float(mask_h * mask_w))
+        keep = keep[areas >= self.min_area]
+        return Proposals(masks=_paint(members[keep], cell_labels), scores=scores[keep].astype(np.float32),
+                         boxes=boxes[keep], image_size=(height, width))
 
     def _downscale(self, image: np.ndarray) -> np.ndarray:
         h, w = scaled_size(image.shape[0], image.shape[1], self.config.work_long_side)
@@ -142,6 +144,13 @@ def _leaf_membership(hierarchy: Hierarchy) -> np.ndarray:
         a, b = hierarchy.children[r]
         np.logical_or(member[a], member[b], out=member[r])
     return member
+
+
+def _paint(members: np.ndarray, cell_labels: np.ndarray) -> np.ndarray:
+    """Masks (K, h, w) float32 in {0, 1} from memberships (K, J) over cells and the (h, w) cell map."""
+    table = torch.from_numpy(members.astype(np.float32))                        # (K, J)
+    index = torch.from_numpy(cell_labels.ravel().astype(np.int64))             # (h * w,)
+    return table.index_select(1, index).reshape(len(members), *cell_labels.shape).numpy()
 
 
 def _remove_duplicates(members: np.ndarray, cell_sizes: np.ndarray, scores: np.ndarray, max_iou: float,
