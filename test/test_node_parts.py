@@ -98,6 +98,11 @@ def test_a_params_file_value_of_the_wrong_type_is_named(ros_context):
         SegmentationNode(parameter_overrides=[rclpy.parameter.Parameter("merge.min_area", value="many")])
 
 
+def test_a_params_file_value_out_of_range_is_named(ros_context):
+    with pytest.raises(ValueError, match="parameter 'overlay.alpha'.*out of range"):
+        SegmentationNode(parameter_overrides=[rclpy.parameter.Parameter("overlay.alpha", value=1.5)])
+
+
 def _frame(tag: int) -> frames.Frame:
     return frames.Frame(header=messages.Header(frame_id=str(tag)), rgb=np.zeros((2, 2, 3), np.uint8),
                         received=float(tag))

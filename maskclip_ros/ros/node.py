@@ -28,7 +28,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.exceptions import InvalidParameterTypeException
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -106,6 +106,8 @@ class SegmentationNode(LifecycleNode):
             except InvalidParameterTypeException as error:
                 raise ValueError(f"parameter {spec.name!r} must be a {type(spec.default).__name__} like "
                                  f"its default {spec.default!r} in config/default.yaml: {error}") from None
+            except InvalidParameterValueException as error:  # outside the range in its descriptor
+                raise ValueError(f"parameter {spec.name!r}: {error}") from None
 
     def _param(self, name: str) -> Any:
         value = self.get_parameter(name).value

@@ -32,7 +32,7 @@ NODE = "/maskclip"
 TINY_PARAMS = {
     "clip": {"model_name": "maskclip-ros-test-tiny", "checkpoint": "", "random_init": True, "short_side": 64},
     "merge": {"object_mask_threshold": 0.0, "overlap_threshold": 0.0, "min_area": 1},
-    "proposals": {"backend": "external"},
+    "proposals": {"backend": "external", "min_area": 1},
     "num_threads": 1,
     "diagnostics": {"period": 0.2, "window": 30.0},
     # Reliable inputs (a reliable camera driver, matched through the standard QoS override parameters):
