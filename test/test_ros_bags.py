@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import QoSProfile
 from rclpy.serialization import serialize_message
 from rosbags.rosbag2 import Writer
 from rosgraph_msgs.msg import Clock

@@ -174,7 +174,8 @@ class Peer:
             self.image_pub.publish(self.conv.rgb_to_image(rgb, header))
         return sent
 
-    def wait_outputs(self, stamp: tuple[int, int], timeout: float = 30.0) -> tuple[np.ndarray, np.ndarray, Segmentation]:
+    def wait_outputs(self, stamp: tuple[int, int],
+                     timeout: float = 30.0) -> tuple[np.ndarray, np.ndarray, Segmentation]:
         """(panoptic (H, W) int32, semantic (H, W) uint16, Segmentation) of the frame with `stamp`."""
         keys = ("panoptic", "semantic", "segments")
         self.spin_until(lambda: all(stamp in self.outputs[k] for k in keys), timeout, f"outputs of {stamp}")
