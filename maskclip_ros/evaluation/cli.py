@@ -32,6 +32,8 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import torch
+
     from maskclip_ros.data.coco_panoptic import PanopticDataset
     from maskclip_ros.evaluation.runner import comparison_markdown, detail_markdown, evaluate
     from maskclip_ros.pipeline import build_segmenter
@@ -43,6 +45,8 @@ def _run(args: argparse.Namespace) -> int:
     for name, sets in variants:
         params, sections = load_settings(args.params, args.config, parse_sets(args.sets + sets))
         ev = sections["eval"]
+        if int(ev["threads"]) > 0:
+            torch.set_num_threads(int(ev["threads"]))
         if ev["proposals"] == "gt":
             params.pop("proposals", None)  # no proposer needed
         segmenter = build_segmenter(params, device=str(params.get("device", "cpu")),
