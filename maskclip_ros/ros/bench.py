@@ -115,7 +115,7 @@ class _NodeRun:
                                           lambda msg, n=name: self.arrived.setdefault(
                                               (n, msg.header.stamp.sec), time.perf_counter()), qos)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda msg: self.diagnostics.extend(
-            {kv.key: kv.value for kv in st.values} for st in msg.status if st.name.startswith("maskclip")), 10)
+            {kv.key: kv.value for kv in st.values} for st in msg.status if st.name == "/maskclip: segmentation"), 10)
         self.images = self.node.create_publisher(Image, "/image", qos)
         self.proposals = self.node.create_publisher(Image, "/proposals", qos) if external else None
         self._spin_until(lambda: self.images.get_subscription_count() > 0 and all(

@@ -453,7 +453,7 @@ class SegmentationNode(LifecycleNode):
                 "model": self._model_name(), "image_backend": self._converter.backend,
                 "vocabulary_version": str(vocabulary.version if vocabulary else 0),
                 "vocabulary_size": str(len(vocabulary.class_names) if vocabulary else 0)}
-        publisher.publish(diagnostic_array(self._stats, name=f"{self.get_name()}: segmentation",
+        publisher.publish(diagnostic_array(self._stats, name=f"{self.get_fully_qualified_name()}: segmentation",
                                            hardware_id=info["device"], stamp=self.get_clock().now().to_msg(),
                                            info=info, problem=problem))
 

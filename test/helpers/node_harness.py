@@ -145,7 +145,7 @@ class Peer:
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            if status.name.startswith(self.ns.strip("/")):
+            if status.name == f"{self.ns}: segmentation":
                 self.diagnostics.append({kv.key: kv.value for kv in status.values})
 
     def spin_until(self, condition, timeout: float, what: str) -> None:
