@@ -12,6 +12,7 @@ from rclpy.qos import QoSProfile
 from rclpy.serialization import serialize_message
 from rosbags.rosbag2 import Writer
 from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image
 
 import rosproc
 from helpers.node_harness import node_session, scene, write_params
@@ -134,3 +135,21 @@ def _through_the_node(peer, bag: Path, frames: int, logs: Path) -> None:
         assert rosproc.stop(replay) == 0, (logs / "replay.log").read_text()
     peer.spin_until(lambda: len(peer.outputs["segments"]) == frames, 30, "every frame's segmentation")
     assert int(peer.latest_diagnostics()["frames_published"]) == frames, "one output per processed frame"
+
+
+def test_replay_loop_repeats_until_interrupted(tmp_path, ros_isolation):
+    bag = write_bag(tmp_path / "loop", frame_messages(2, 50_000_000, proposals=False), "sqlite3")
+    rclpy.init()
+    node = rclpy.create_node("loop_test")
+    images = []
+    node.create_subscription(Image, "/image", images.append, QoSProfile(depth=50))
+    replay = rosproc.start([*CLI, "replay", str(bag), "--loop", "--rate", "4"], tmp_path / "replay.log")
+    try:
+        rosproc.spin_until(node, lambda: len(images) >= 7, 60, "the bag played more than three times")
+        assert replay.poll() is None, "still looping"
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+        assert rosproc.stop(replay) == 0, (tmp_path / "replay.log").read_text()
+    stamps = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in images]
+    assert stamps[:4] == stamps[2:6] and stamps[0] != stamps[1], "the same two frames again and again"
