@@ -12,6 +12,7 @@ import sys
 SUBCOMMAND_MODULES = (
     "maskclip_ros.demo",
     "maskclip_ros.bench",
+    "maskclip_ros.ros.reference",
     "maskclip_ros.bench_model",
     "maskclip_ros.clip_training",
     "maskclip_ros.ros.commands.node",
