@@ -43,9 +43,25 @@ def load_settings(params_path: str | None, config_path: str | None, sets: dict[s
     with open(config_path or _default_config(), encoding="utf-8") as f:
         section_names = set(yaml.safe_load(f))
     train_sets = {k: v for k, v in sets.items() if k.split(".")[0] in section_names}
-    param_sets = {k: v for k, v in sets.items() if k not in train_sets}
-    params = deep_update(load_params(params_path), nest(param_sets))
+    params = load_params(params_path)
+    param_sets = {k: _like(_lookup(params, k), v) for k, v in sets.items() if k not in train_sets}
+    params = deep_update(params, nest(param_sets))
     return params, load_sections(config_path, train_sets)
+
+
+def _lookup(params: dict, dotted: str) -> Any:
+    """The current value of a dotted key (None when absent)."""
+    node: Any = params
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _like(current: Any, value: Any) -> Any:
+    """A string-typed parameter stays a string (``maskclip.rma_layers=6`` means "6", not 6)."""
+    return str(value) if isinstance(current, str) and not isinstance(value, str) else value
 
 
 def _default_config():
