@@ -19,7 +19,6 @@ import os
 import random
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -193,7 +192,7 @@ def _monitor(bag: Path, args, out: Path, procs: dict, cli: list) -> Session:
         _spin_until(node, procs, lambda: replay.poll() is not None, args.timeout, "the replay to end")
         ended = time.monotonic()
         _spin_until(node, procs, lambda: _node_idle(session, after=ended), args.timeout,
-                    "the node to finish its last frame")
+                    "the node to finish its last frame", lambda: f"last diagnostics: {session.diagnostics}")
         session.wall_s = time.monotonic() - started
         return session
     finally:
@@ -215,7 +214,7 @@ def _on_output(session: Session, msg) -> None:
 
 def _on_diagnostics(session: Session, msg) -> None:
     for status in msg.status:
-        if status.name.startswith("maskclip"):
+        if status.name.lstrip("/").startswith(NODE.lstrip("/") + ":"):  # "<node name>: segmentation"
             session.diagnostics = {kv.key: kv.value for kv in status.values}
             session.diagnostics_at = time.monotonic()
 
@@ -245,7 +244,7 @@ def _switch_vocabulary(node, tokens: list[str]) -> dict:
     return {"class_names": names, "version": reply.version, "message": reply.message}
 
 
-def _spin_until(node, procs: dict, condition, timeout: float, what: str) -> None:
+def _spin_until(node, procs: dict, condition, timeout: float, what: str, details=lambda: "") -> None:
     import rclpy
 
     deadline = time.monotonic() + timeout
@@ -254,7 +253,7 @@ def _spin_until(node, procs: dict, condition, timeout: float, what: str) -> None
         if dead:
             raise RuntimeError(f"{dead} exited early while waiting for {what}; see the logs in {os.environ['ROS_LOG_DIR']}/..")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what} {details()}")
         rclpy.spin_once(node, timeout_sec=0.05)
 
 
@@ -298,12 +297,17 @@ def summarise(bag: Path, output_bag: Path, topic: str, session: Session) -> dict
         elif name in outputs:
             outputs[name][_stamp(msg)] = msg
     frames_in = sum(1 for _ in read_messages(bag, [topic]))
-    latency_ms = sorted(1000.0 * x for x in session.latency_s)
+    latency_ms = [1000.0 * x for x in session.latency_s]
     summary = {
-        "frames_in": frames_in, "frames_out": len(outputs["segments"]),
-        "dropped_frames": int(session.diagnostics.get("dropped_frames", frames_in - len(outputs["segments"]))),
-        "latency_ms": {"median": statistics.median(latency_ms) if latency_ms else None,
-                       "p90": latency_ms[int(0.9 * (len(latency_ms) - 1))] if latency_ms else None},
+        "frames_in": frames_in, "frames_out": len(outputs["segments"]), "frames_seen_by_monitor": session.frames_sent,
+        # Frames without output: superseded by a newer one, in the node's one-slot buffer (counted by the
+        # node) or already in the subscription's DDS queue while the node was busy (not seen by the node).
+        "frames_without_output": frames_in - len(outputs["segments"]),
+        "node_counted": {k: int(session.diagnostics[k]) for k in
+                         ("frames_received", "frames_published", "dropped_frames", "dropped_bad_frames",
+                          "failed_frames") if k in session.diagnostics},
+        "latency_ms": {"median": float(np.median(latency_ms)) if latency_ms else None,
+                       "p90": float(np.percentile(latency_ms, 90)) if latency_ms else None},
         "node_stage_latency_ms": {k[len("latency_"):-len("_ms")]: float(v) for k, v in session.diagnostics.items()
                                   if k.startswith("latency_") and k.endswith("_ms") and "_max_" not in k},
         "vocabulary_switch": session.switch, "vocabularies": {str(k): v for k, v in sorted(vocabularies.items())},
@@ -377,8 +381,9 @@ def _fmt(x) -> str:
 
 def _markdown(s: dict, out: Path) -> str:
     lines = ["# maskclip_ros demo", "",
-             f"- frames in: {s['frames_in']}, frames out: {s['frames_out']}, dropped (newest-frame policy): "
-             f"{s['dropped_frames']}",
+             f"- frames in: {s['frames_in']}, frames out: {s['frames_out']} (the node works on the newest frame "
+             f"only; {s['frames_without_output']} frames were superseded while it was busy; node counters: "
+             f"{s['node_counted']})",
              f"- end-to-end latency (camera frame received -> segments received): median "
              f"{_fmt(s['latency_ms']['median'])} ms, p90 {_fmt(s['latency_ms']['p90'])} ms",
              f"- node stage latency (ms, mean over the last window): "
