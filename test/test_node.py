@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import rclpy
+from rcl_interfaces.srv import GetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
@@ -109,14 +110,26 @@ def test_vocabulary_parameter_shares_the_validation(session):
     active = peer.vocabularies[-1]
     (result,) = peer.set_parameters(vocabulary__class_names=["alpha", "ALPHA", "gamma", "delta"])
     assert not result.successful and "duplicate class name 'ALPHA'" in result.reason
-    (result,) = peer.set_parameters(vocabulary__class_names=["alpha", "beta", "gamma"])
-    assert not result.successful and "4 thing/stuff flags for 3 class names" in result.reason
+    (result,) = peer.set_parameters(vocabulary__is_thing=[True, False, True])
+    assert not result.successful and "3 thing/stuff flags for 4 class names" in result.reason
+    (result,) = peer.set_parameters(vocabulary__class_names=["wall:things"])
+    assert not result.successful and "suffix must be :thing or :stuff" in result.reason
     assert peer.vocabularies[-1].version == active.version
-    (result,) = peer.set_parameters(vocabulary__class_names=["boat", "tent", "water", "grass"])
+    # class_names alone, with the client's suffixes (ros2 param set ... "[boat, tent, water:stuff, ...]").
+    (result,) = peer.set_parameters(vocabulary__class_names=["boat", "tent", "water:stuff", "grass:stuff"])
     assert result.successful, result.reason
     peer.spin_until(lambda: peer.vocabularies[-1].version == active.version + 1, 10, "the parameter's vocabulary")
     assert list(peer.vocabularies[-1].class_names) == ["boat", "tent", "water", "grass"]
     assert list(peer.vocabularies[-1].is_thing) == [True, True, False, False]
+    # The parameters then show the active vocabulary: plain names and their flags.
+    request = GetParameters.Request(names=["vocabulary.class_names", "vocabulary.is_thing"])
+    peer.spin_until(lambda: list(peer.call(GetParameters, "/maskclip/get_parameters", request).values[0]
+                                 .string_array_value) == ["boat", "tent", "water", "grass"], 10, "the synced names")
+    values = peer.call(GetParameters, "/maskclip/get_parameters", request).values
+    assert list(values[1].bool_array_value) == [True, True, False, False]
+    (result,) = peer.set_parameters(vocabulary__class_names=["boat", "tent"])  # no suffix: things
+    assert result.successful and peer.set_vocabulary(["boat", "tent", "water", "grass"], [True, True, False, False],
+                                                     service="/set_vocabulary").success
 
 
 def test_runtime_thresholds_apply_and_configure_parameters_are_refused(session):

@@ -39,6 +39,7 @@ from std_msgs.msg import Header
 from maskclip_ros.msg import Segmentation
 from maskclip_ros.msg import Vocabulary as VocabularyMsg
 from maskclip_ros.ros import messages
+from maskclip_ros.ros.client import parse_classes
 from maskclip_ros.ros.conversions import ImageConverter, ImageError
 from maskclip_ros.ros.frames import Frame, LatestFrameSlot, StampPairer, labels_to_masks, stamp_key
 from maskclip_ros.ros.overlay import draw_overlay
@@ -94,7 +95,7 @@ class SegmentationNode(LifecycleNode):
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self.get_logger().info(f"image conversions via {self._converter.backend}")
         if self._param("autostart"):
-            self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._timer_group)
+            self._call_soon(self._autostart)
 
     # ---------------------------------------------------------------- parameters
     def _declare(self, specs) -> None:
@@ -138,12 +139,19 @@ class SegmentationNode(LifecycleNode):
         return SetParametersResult(successful=True)
 
     def _vocabulary_request(self, changes: dict[str, Any]) -> tuple[list, list, list]:
-        """(class names, thing flags, templates) after `changes`, the rest from the current parameters."""
+        """(class names, thing flags, templates) after `changes`, the rest from the current parameters.
+
+        Class names may carry the client's ":thing" / ":stuff" suffix. A change of class_names alone takes
+        its flags from the suffixes (no suffix = thing), as the service does when is_thing is empty, so
+        `ros2 param set ... vocabulary.class_names "[person, floor:stuff]"` works on its own; otherwise
+        vocabulary.is_thing holds the flags. Raises ValueError for another suffix."""
         def value(key: str) -> list:
             name = f"vocabulary.{key}"
             return list(changes[name] if name in changes else self._param(name) or [])
 
-        return value("class_names"), value("is_thing"), value("prompt_templates")
+        names, suffix_flags = parse_classes(value("class_names"))
+        names_alone = "vocabulary.class_names" in changes and "vocabulary.is_thing" not in changes
+        return names, suffix_flags if names_alone else value("is_thing"), value("prompt_templates")
 
     def _check_vocabulary_parameters(self, changes: dict[str, Any]) -> SetParametersResult:
         """The core's vocabulary rules without a model (unconfigured node); text embeddings come at configure."""
@@ -153,12 +161,12 @@ class SegmentationNode(LifecycleNode):
 
         if not any(name.startswith("vocabulary.") for name in changes):
             return SetParametersResult(successful=True)
-        names, flags, templates = self._vocabulary_request(changes)
         try:
+            names, flags, templates = self._vocabulary_request(changes)
             config = from_section(VocabularyConfig, self._params()["vocabulary"], "vocabulary", shared=True)
             validate_vocabulary(names, flags or None, config)
             validate_templates(templates)
-        except VocabularyError as error:
+        except ValueError as error:  # VocabularyError, or a bad ":suffix"
             return SetParametersResult(successful=False, reason=str(error))
         return SetParametersResult(successful=True)
 
@@ -169,11 +177,23 @@ class SegmentationNode(LifecycleNode):
                 (active.class_names, active.is_thing, active.templates):
             return  # the parameters are being synced to a vocabulary the service already applied
         self._replace_vocabulary(names, flags or None, templates or None)
+        # The parameters should show the active vocabulary (plain names, derived flags): set them once this
+        # callback has returned (parameters cannot be set from inside it).
+        self._call_soon(self._sync_vocabulary_parameters)
+
+    def _call_soon(self, function) -> None:
+        """Run `function` once from the executor, as soon as possible (a one-shot timer)."""
+        timer = None
+
+        def once() -> None:
+            timer.cancel()
+            self.destroy_timer(timer)
+            function()
+
+        timer = self.create_timer(0.0, once, callback_group=self._timer_group)
 
     # ---------------------------------------------------------------- lifecycle
     def _autostart(self) -> None:
-        self._autostart_timer.cancel()
-        self.destroy_timer(self._autostart_timer)
         if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
             self.trigger_activate()
 
@@ -182,10 +202,9 @@ class SegmentationNode(LifecycleNode):
         self._stats = RollingStats(params["diagnostics"]["window"])
         try:
             self._segmenter = self._build_segmenter(params)
-            vocab = params["vocabulary"]
+            names, flags, templates = self._vocabulary_request({})
             self._vocabulary = self._segmenter.make_vocabulary(
-                vocab["class_names"], vocab["is_thing"] or None, vocab["prompt_templates"] or None,
-                version=self._last_version + 1)
+                names, flags or None, templates or None, version=self._last_version + 1)
             self._last_version = self._vocabulary.version
         except Exception as error:  # noqa: BLE001 - every configure failure must end in a clear log
             self._segmenter = self._vocabulary = None
