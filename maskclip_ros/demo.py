@@ -125,9 +125,12 @@ def _gt_segmentation(store, header, scene, names: dict):
 
 # -------------------------------------------------------------------------------------------- the session
 def _isolate_ros(out: Path) -> None:
-    """Localhost-only discovery, a random domain id and logs under `out` for this process and its children."""
+    """Localhost-only discovery, a random domain id and logs under `out` for this process and its children;
+    Fast DDS with a shared-memory segment large enough for whole camera frames (config/fastdds_large_frames.xml)
+    unless the user chose a profile."""
     os.environ.update(ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", ROS_LOG_DIR=str(out / "ros_log"),
                       ROS_DOMAIN_ID=os.environ.get("MASKCLIP_DEMO_DOMAIN_ID", str(random.randint(1, 101))))
+    os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_large_frames.xml"))
 
 
 @dataclass
@@ -183,7 +186,8 @@ def _monitor(bag: Path, args, out: Path, procs: dict, cli: list) -> Session:
         _spin_until(node, procs, lambda: node.count_subscribers(f"{NODE}/segments") >= 2
                     and _service_ready(node), args.timeout, "the node to become active and the recorder ready")
         print(f"[demo] node active; replaying {frames_in} frames")
-        procs["replay"] = _start([*cli, "replay", str(bag), "--wait-for", args.topic], out / "replay.log")
+        procs["replay"] = _start([*cli, "replay", str(bag), "--wait-for", args.topic,
+                                   "--min-subscribers", "2"], out / "replay.log")  # the node and this monitor
         replay = procs["replay"]
         _spin_until(node, procs, lambda: session.frames_sent >= frames_in // 2 or replay.poll() is not None,
                     args.timeout, "half the bag")

@@ -79,12 +79,13 @@ class Replayer:
 
     def __init__(self, node: Node, bag: Path, *, rate: float = 1.0, loop: bool = False,
                  topic_map: Mapping[str, str] | None = None, clock: bool = True,
-                 wait_for: Sequence[str] | None = None, wait_timeout: float = 30.0) -> None:
+                 wait_for: Sequence[str] | None = None, wait_timeout: float = 30.0,
+                 min_subscribers: int = 1) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be > 0, got {rate}")
         self.node, self.bag, self.rate, self.loop, self.clock = node, Path(bag), rate, loop, clock
         self.topic_map = dict(topic_map or {})
-        self.wait_for, self.wait_timeout = wait_for, wait_timeout
+        self.wait_for, self.wait_timeout, self.min_subscribers = wait_for, wait_timeout, min_subscribers
         self.published = 0
 
     def run(self) -> int:
@@ -106,14 +107,14 @@ class Replayer:
 
     def _wait_for_subscribers(self, reader, publishers) -> None:
         """Until every `wait_for` topic (default: the bag's camera topics; "/clock" may be named too)
-        has a subscriber, or wait_timeout."""
+        has `min_subscribers` subscribers, or wait_timeout."""
         wanted = self.wait_for if self.wait_for is not None else \
             [c.topic for c in reader.connections if c.msgtype in CAMERA_TYPES]
         missing = [t for t in wanted if t not in publishers]
         if missing:
             raise ValueError(f"--wait-for topics {missing} are not in the bag (topics: {sorted(publishers)})")
         waiting = [publishers[t] for t in wanted]
-        ok = _wait(self.node, lambda: all(p.get_subscription_count() > 0 for p in waiting), self.wait_timeout)
+        ok = _wait(self.node, lambda: all(p.get_subscription_count() >= self.min_subscribers for p in waiting), self.wait_timeout)
         names = [p.topic_name for p in waiting]
         if not ok:
             self.node.get_logger().warning(f"no subscriber on {names} after {self.wait_timeout:.0f} s; "

@@ -15,6 +15,8 @@ def register(subparsers) -> None:
     parser.add_argument("--no-clock", action="store_true", help="do not publish /clock")
     parser.add_argument("--wait-for", nargs="*", default=None, metavar="TOPIC",
                         help="bag topics (or /clock) that need a subscriber before playback (default: image topics)")
+    parser.add_argument("--min-subscribers", type=int, default=1,
+                        help="subscribers each --wait-for topic needs before playback (default 1)")
     parser.add_argument("--wait-timeout", type=float, default=30.0,
                         help="seconds to wait for subscribers before publishing anyway (default 30)")
     parser.set_defaults(func=run)
@@ -33,7 +35,8 @@ def run(args) -> int:
     try:
         replayer = Replayer(node, Path(args.bag), rate=args.rate, loop=args.loop,
                             topic_map=parse_topic_map(args.topic_map), clock=not args.no_clock,
-                            wait_for=args.wait_for, wait_timeout=args.wait_timeout)
+                            wait_for=args.wait_for, wait_timeout=args.wait_timeout,
+                            min_subscribers=args.min_subscribers)
         count = replayer.run()
         print(f"published {count} messages from {args.bag}")
     except (KeyboardInterrupt, ExternalShutdownException):
