@@ -19,7 +19,7 @@ PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
 MMCV_VERSION=2.1.0          # also pinned in constraints.txt
 NINJA_VERSION=1.13.2        # build tool only, installed beside the cache (not into the venv)
-SETUPTOOLS_BUILD=80.9.0     # mmcv 2.1.0's setup.py needs setuptools<81
+SETUPTOOLS_BUILD=79.0.1     # mmcv 2.1.0's setup.py needs setuptools<81 (and colcon-core <80)
 CACHE=${MASKCLIP_ROS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/maskclip_ros}
 
 die() { echo "setup-mmdet: ERROR: $*" >&2; exit 1; }
@@ -44,9 +44,13 @@ BEFORE=$(mktemp); AFTER=$(mktemp)
 trap 'rm -f "$BEFORE" "$AFTER"' EXIT
 freeze > "$BEFORE"
 
-mmcv_ops_ok() {
+mmcv_ops_ok() {  # mmcv imports mmengine: call after requirements-mmdet.txt is installed
   "$PY" -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '$MMCV_VERSION'; from mmcv.ops import nms, roi_align" \
     >/dev/null 2>&1
+}
+
+mmcv_installed() {  # the right version is installed (metadata only: importing mmcv needs mmengine)
+  "$PY" -c "import importlib.metadata as m; assert m.version('mmcv') == '$MMCV_VERSION'" >/dev/null 2>&1
 }
 
 build_wheel() {
@@ -85,24 +89,31 @@ install_cached_wheel() {
   local wheel
   wheel=$(ls "$WHEEL_DIR"/mmcv-*.whl 2>/dev/null | head -n 1)
   [ -n "$wheel" ] || return 1
-  "${PIP[@]}" install -q --no-deps --force-reinstall "$wheel" || return 1
-  mmcv_ops_ok
+  "${PIP[@]}" install -q --no-deps --force-reinstall "$wheel"
+}
+
+install_mmdet() {  # mmengine, mmdet and their dependencies, pinned (mmcv is already there: nothing is rebuilt)
+  "${PIP[@]}" install -q -r "$HERE/requirements-mmdet.txt" -c "$HERE/constraints.txt" \
+    || die "pip could not install requirements-mmdet.txt"
 }
 
 T0=$(date +%s)
-if mmcv_ops_ok; then
-  log "mmcv $MMCV_VERSION with ops already installed"
+if mmcv_installed; then
+  log "mmcv $MMCV_VERSION already installed"
 elif install_cached_wheel; then
-  log "installed cached wheel from $WHEEL_DIR"
+  log "installed the cached mmcv wheel from $WHEEL_DIR"
 else
-  [ -d "$WHEEL_DIR" ] && { log "cached wheel missing or broken: rebuilding"; rm -rf "$WHEEL_DIR"; }
   build_wheel
-  install_cached_wheel || die "the freshly built mmcv wheel does not import (mmcv.ops); see $CACHE/logs/$KEY.log"
+  install_cached_wheel || die "could not install the freshly built mmcv wheel from $WHEEL_DIR"
 fi
-
-# mmengine, mmdet and their dependencies, all pinned (mmcv is already satisfied, so nothing is rebuilt).
-"${PIP[@]}" install -q -r "$HERE/requirements-mmdet.txt" -c "$HERE/constraints.txt" \
-  || die "pip could not install requirements-mmdet.txt"
+install_mmdet
+if ! mmcv_ops_ok; then  # a broken cached wheel (e.g. built against another torch build): rebuild once
+  log "mmcv's compiled ops do not load: rebuilding the wheel"
+  rm -rf "$WHEEL_DIR"
+  build_wheel
+  install_cached_wheel && mmcv_ops_ok \
+    || die "mmcv $MMCV_VERSION's ops do not load even after a rebuild; see $CACHE/logs/$KEY.log"
+fi
 "$PY" -c "import mmdet, mmdet.models, mmengine; from mmdet.apis import init_detector" \
   || die "mmdet does not import after installation"
 

@@ -53,9 +53,11 @@ def boxes_from_masks(masks: np.ndarray, image_size: tuple[int, int], threshold: 
 
 
 def select(scores: np.ndarray, areas: np.ndarray, max_proposals: int, min_area: float) -> np.ndarray:
-    """Indices of the proposals to keep: area (image pixels) >= ``min_area``, sorted by descending score
-    (stable: ties keep their input order), at most ``max_proposals``. scores, areas: (M,) -> (K,) int64."""
-    keep = np.flatnonzero(np.asarray(areas) >= min_area)
+    """Indices of the proposals to keep: area (image pixels) >= ``min_area`` and never empty, sorted by
+    descending score (stable: ties keep their input order), at most ``max_proposals``.
+    scores, areas: (M,) -> (K,) int64."""
+    areas = np.asarray(areas)
+    keep = np.flatnonzero((areas >= min_area) & (areas > 0))
     return keep[np.argsort(-np.asarray(scores)[keep], kind="stable")][:max(0, int(max_proposals))]
 
 

@@ -119,8 +119,14 @@ def _set_test_scale(config, scale: tuple[int, int]) -> None:
 
 
 def _test_pipeline(config) -> list:
-    from mmdet.utils import get_test_pipeline_cfg
-    return get_test_pipeline_cfg(config)
+    """The config's test pipeline: its test dataloader's, else a top-level ``test_pipeline`` (our
+    class-agnostic configs define no test loop)."""
+    if config.get("test_dataloader"):
+        from mmdet.utils import get_test_pipeline_cfg
+        return get_test_pipeline_cfg(config)
+    if config.get("test_pipeline"):
+        return config.test_pipeline
+    raise ValueError("the mmdet config has neither test_dataloader nor test_pipeline")
 
 
 def _load_strict(model: torch.nn.Module, state: dict, cfg: MMDetConfig) -> None:

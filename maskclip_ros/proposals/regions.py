@@ -72,7 +72,7 @@ class RegionProposer:
         # Areas at the returned resolution (exact): the cells' pixel counts there, summed per region.
         cell_pixels = np.bincount(cell_labels.ravel(), minlength=len(cells.sizes)).astype(np.float64)
         areas = members[keep] @ cell_pixels * (height * width / float(mask_h * mask_w))
-        keep = keep[areas >= self.min_area]
+        keep = keep[(areas >= self.min_area) & (areas > 0)]
         return Proposals(masks=_paint(members[keep], cell_labels), scores=scores[keep].astype(np.float32),
                          boxes=boxes[keep], image_size=(height, width))
 
