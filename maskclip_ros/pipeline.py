@@ -122,9 +122,8 @@ class Segmenter:
             out = self.maskclip(image, masks)
             scores = self.maskclip.classify(out.embeddings, vocabulary.text_embeddings.to(self.device))
         with _timer(timings, "merge", self.device):
-            full = _to_size(out.masks, image.shape[:2])  # (M, H, W)
-            merged = panoptic_merge(full, scores.probs, vocabulary.thing_mask.to(self.device), merge_config,
-                                    no_object=scores.no_object)
+            merged = panoptic_merge(out.masks.float(), scores.probs, vocabulary.thing_mask.to(self.device),
+                                    merge_config, no_object=scores.no_object, output_size=image.shape[:2])
             embeddings = (_segment_embeddings(out.embeddings, merged.members) if with_embeddings else None)
         return PanopticResult(panoptic=merged.panoptic, semantic=merged.semantic, segments=merged.segments,
                               embeddings=embeddings, vocabulary=vocabulary, timings_ms=timings)
@@ -203,14 +202,6 @@ def _timer(timings: dict[str, float], name: str, device: torch.device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     timings[name] = (time.perf_counter() - start) * 1000.0
-
-
-def _to_size(masks: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(M, h, w) -> (M, H, W) float masks (bilinear when the size differs)."""
-    masks = masks.float()
-    if tuple(masks.shape[-2:]) == tuple(size) or masks.shape[0] == 0:
-        return masks if masks.shape[0] else masks.new_zeros(0, *size)
-    return F.interpolate(masks[:, None], size=tuple(size), mode="bilinear", align_corners=False)[:, 0]
 
 
 def _segment_embeddings(embeddings: torch.Tensor, members: list[tuple[int, ...]]) -> np.ndarray:

@@ -102,3 +102,22 @@ def test_merge_config_validates():
         MergeConfig(object_mask_threshold=1.2, overlap_threshold=0.5, mask_threshold=0.5, min_area=0)
     with pytest.raises(ValueError):
         MergeConfig(0.3, 0.5, 0.5, min_area=-1)
+
+
+def test_output_size_paints_at_mask_resolution_and_measures_output_pixels():
+    """Half-resolution masks merged into a full-size image equal merging the nearest-upsampled masks, and
+    areas/boxes count output pixels."""
+    torch.manual_seed(0)
+    low = (torch.rand(5, 12, 16) > 0.5).float() * torch.rand(5, 1, 1)  # (M, h, w)
+    probs = torch.softmax(torch.randn(5, 3) * 4, 1)
+    is_thing = torch.tensor([True, False, True])
+    config = MergeConfig(object_mask_threshold=0.0, overlap_threshold=0.0, mask_threshold=0.1, min_area=0)
+    fast = panoptic_merge(low, probs, is_thing, config, output_size=(24, 32))
+    full = panoptic_merge(low.repeat_interleave(2, 1).repeat_interleave(2, 2), probs, is_thing, config)
+    assert fast.panoptic.shape == (24, 32)
+    np.testing.assert_array_equal(fast.panoptic, full.panoptic)
+    np.testing.assert_array_equal(fast.semantic, full.semantic)
+    assert fast.segments == full.segments and fast.segments
+    assert sum(s.area for s in fast.segments) == int((fast.panoptic > 0).sum())
+    empty = panoptic_merge(low[:0], probs[:0], is_thing, config, output_size=(24, 32))
+    assert empty.panoptic.shape == (24, 32) and not empty.segments

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy import ndimage
 
 
@@ -61,28 +62,34 @@ class PanopticMerge:
 
 
 def panoptic_merge(masks: torch.Tensor, class_probs: torch.Tensor, is_thing: torch.Tensor, config: MergeConfig,
-                   no_object: torch.Tensor | None = None) -> PanopticMerge:
+                   no_object: torch.Tensor | None = None,
+                   output_size: tuple[int, int] | None = None) -> PanopticMerge:
     """Merge M scored masks into a panoptic segmentation.
 
+    The painting runs at the masks' own resolution; with ``output_size`` the resulting id image is scaled to
+    it (nearest neighbour) before areas and boxes are measured, so they describe the output pixels. This
+    costs (H*W)/(h*w) times less than upsampling every mask first (4x for half-resolution proposals).
+
     Args:
-        masks: (M, H, W) mask probabilities at the output resolution.
+        masks: (M, h, w) mask probabilities.
         class_probs: (M, C) class probabilities.
         is_thing: (C,) bool thing flags.
         no_object: (M,) "no object" probability or None; a mask whose no-object probability is at least its
             best class probability is dropped.
+        output_size: (H, W) of the returned images (default: the masks' size).
     Returns:
         PanopticMerge (int32 id image, int32 class image, segment infos, member masks).
     """
-    h, w = masks.shape[-2:]
+    out_h, out_w = output_size or tuple(masks.shape[-2:])
     if masks.shape[0] == 0:
-        return _empty(h, w)
+        return _empty(out_h, out_w)
     scores, labels = class_probs.max(1)  # (M,), (M,)
     keep = scores > config.object_mask_threshold
     if no_object is not None:
         keep &= scores > no_object
     kept = keep.nonzero()[:, 0]  # (K,) indices into the input masks
     if kept.numel() == 0:
-        return _empty(h, w)
+        return _empty(out_h, out_w)
     probs = masks[kept].float()  # (K, H, W)
     winner = (scores[kept, None, None] * probs).argmax(0)  # (H, W) index into kept
     covered = probs.gather(0, winner[None])[0] >= config.mask_threshold  # the winner really covers the pixel
@@ -92,7 +99,9 @@ def panoptic_merge(masks: torch.Tensor, class_probs: torch.Tensor, is_thing: tor
     seg_of_mask, seg_class, members = _assign_ids(kept.tolist(), labels[kept].tolist(), survives.tolist(),
                                                   is_thing.tolist())
     table = torch.tensor([0] + seg_of_mask, dtype=torch.int64, device=masks.device)  # (K + 1,)
-    panoptic = torch.where(covered, table[winner + 1], 0)  # (H, W)
+    panoptic = torch.where(covered, table[winner + 1], 0)  # (h, w)
+    if tuple(panoptic.shape) != (out_h, out_w):  # ids < 2^24 are exact in float32
+        panoptic = F.interpolate(panoptic[None, None].float(), size=(out_h, out_w), mode="nearest")[0, 0].long()
     seg_score = _segment_scores(scores, members, len(seg_class))
     return _finish(panoptic, seg_class, seg_score, members, is_thing.tolist(), config.min_area)
 
