@@ -259,3 +259,46 @@ def test_best_iou_matches_numpy():
         expected = max((m.astype(bool) & gt).sum() / (m.astype(bool) | gt).sum() for m in masks)
         assert ious[k] == pytest.approx(expected)
     assert ious[1] == 1.0
+
+
+# ------------------------------------------------------------------------------ train-proposals (no mmdet)
+def test_panoptic_world_to_class_agnostic_instances(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    from maskclip_ros.data.coco_panoptic import PanopticDataset
+    from maskclip_ros.data.world import write_world
+    from maskclip_ros.train_proposals import panoptic_to_instances
+
+    write_world(tmp_path, 2, seed=11, split="train")
+    dataset = PanopticDataset.from_layout(tmp_path, "train", "world")
+    things = panoptic_to_instances(dataset, with_stuff=False)
+    both = panoptic_to_instances(dataset, with_stuff=True)
+    assert things["categories"] == both["categories"] == [{"id": 1, "name": "object", "supercategory": "object"}]
+    samples = list(dataset)
+    assert len(things["annotations"]) == sum(s["isthing"] for x in samples for s in x.segments)
+    assert len(both["annotations"]) == sum(len(x.segments) for x in samples)
+    ann = things["annotations"][0]
+    sample = samples[ann["image_id"] - 1]
+    decoded = mask_utils.decode(dict(ann["segmentation"], counts=ann["segmentation"]["counts"].encode()))
+    seg = next(s for s in sample.segments if s["isthing"])
+    assert np.array_equal(decoded.astype(bool), sample.panoptic == seg["id"])
+    assert ann["area"] == seg["area"] and ann["bbox"] == [float(v) for v in seg["bbox"]]
+
+
+def test_train_proposals_relaunches_under_torchrun(monkeypatch, tmp_path):
+    import subprocess
+
+    from maskclip_ros.cli import main
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda argv: calls.append(argv) or 0)
+    assert main(["train-proposals", "--config", "mask2former_r50_agnostic.py", "--data", str(tmp_path),
+                 "--work-dir", str(tmp_path / "w"), "--gpus", "8", "--max-iters", "100", "--with-stuff",
+                 "--cfg-options", "a=1", "b=2"]) == 0
+    (argv,) = calls
+    assert argv[1:5] == ["-m", "torch.distributed.run", "--nproc_per_node=8", "-m"]
+    assert argv[5:9] == ["maskclip_ros.cli", "train-proposals", "--launcher", "pytorch"]
+    rest = argv[9:]
+    assert "--gpus" not in rest and "--with-stuff" in rest
+    assert rest[rest.index("--max-iters") + 1] == "100"
+    assert rest[rest.index("--cfg-options") + 1:rest.index("--cfg-options") + 3] == ["a=1", "b=2"]

@@ -7,6 +7,8 @@ work without them.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,12 +101,26 @@ def load_mmdet_model(cfg: MMDetConfig, device: str = "cpu"):
         model = MODELS.build(config.model)
         _load_strict(model, state, cfg)
     else:
-        with torch.random.fork_rng(devices=[]):  # reproducible random weights, caller's RNG untouched
+        with torch.random.fork_rng(devices=[]), _quiet_mmengine():  # reproducible, caller's RNG untouched
             torch.manual_seed(0)
             model = MODELS.build(config.model)
             model.init_weights()
     model.cfg = config
     return model.to(device).eval()
+
+
+@contextlib.contextmanager
+def _quiet_mmengine():
+    """Silence mmengine's INFO logging (init_weights dumps one line per parameter)."""
+    from mmengine.logging import MMLogger
+
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _set_test_scale(config, scale: tuple[int, int]) -> None:
