@@ -365,7 +365,8 @@ def register(subparsers) -> None:
     p.add_argument("--num-scenes", type=int, default=None, help="default: config/world.yaml eval_clip")
     p.add_argument("--seed", type=int, default=None, help="default: config/world.yaml eval_clip")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
-    p.add_argument("--modes", default="window,tokens", help="comma list of window, tokens, crop")
+    p.add_argument("--modes", default="window,tokens",
+                   help="comma list of window, tokens, tokens_core (diagnostic), crop (slow: one CLIP pass per region)")
     p.set_defaults(func=_eval_clip)
 
 
@@ -423,7 +424,7 @@ def _eval_clip(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------ evaluation
-EVAL_MODES = ("window", "tokens", "crop")
+EVAL_MODES = ("window", "tokens", "tokens_core", "crop")
 
 
 def evaluate_clip(*, checkpoint: str | Path | None, num_scenes: int, seed: int,
@@ -433,7 +434,10 @@ def evaluate_clip(*, checkpoint: str | Path | None, num_scenes: int, seed: int,
     Modes: ``window`` - each region as a native-scale window of the frame (as in training; things: their
     bbox snapped to the patch grid, stuff: a window that is mostly that stuff); ``tokens`` - MaskCLIP
     mask class tokens with the ground-truth masks on the full frame; ``crop`` - MaskCLIP's CLIP baseline
-    (masked box crop resized to the CLIP's input size). Returns {"scenes", "regions", mode: metrics}.
+    (masked box crop resized to the CLIP's input size); ``tokens_core`` - a diagnostic: ``tokens`` with
+    each mask reduced to the patches it covers at least half of (Eq. 1 opens every patch a mask touches,
+    so a stuff mask also sees the border patches of every thing standing on it).
+    Returns {"scenes", "regions", mode: metrics}.
     """
     import torch
     from tqdm import tqdm
@@ -479,13 +483,28 @@ def _region_encoder(mode, tower, params, build_maskclip):
             emb = encode_bucketed(tower.clip, crops, np.asarray(wins, np.int64))
             return torch.nn.functional.normalize(emb.float(), dim=-1)
         return window
-    mp = dict(params, maskclip=dict(params["maskclip"], mode=mode, rma_checkpoint=""))
+    mp = dict(params, maskclip=dict(params["maskclip"], mode=mode.removesuffix("_core"), rma_checkpoint=""))
     maskclip = build_maskclip(mp, tower=tower).eval()
+    core = mode.endswith("_core")
 
     def masked(scene, rng):
         ids = np.asarray([s["id"] for s in scene.segments])
-        return maskclip(scene.image, scene.panoptic[None] == ids[:, None, None]).embeddings
+        masks = scene.panoptic[None] == ids[:, None, None]  # (S, H, W)
+        return maskclip(scene.image, core_masks(masks, tower.patch_size) if core else masks).embeddings
     return masked
+
+
+def core_masks(masks: np.ndarray, p: int) -> np.ndarray:
+    """(S, H, W) bool -> (S, H, W) bool: whole patches (p x p) that each mask covers at least half of;
+    a mask covering no patch by half keeps its original pixels."""
+    s, h, w = masks.shape
+    gh, gw = h // p, w // p
+    frac = masks[:, :gh * p, :gw * p].reshape(s, gh, p, gw, p).mean((2, 4))  # (S, gh, gw)
+    core = np.zeros_like(masks)
+    core[:, :gh * p, :gw * p] = np.repeat(np.repeat(frac >= 0.5, p, 1), p, 2)
+    empty = ~core.any((1, 2))
+    core[empty] = masks[empty]
+    return core
 
 
 @dataclass(frozen=True)

@@ -126,3 +126,13 @@ def test_committed_clip_recognises_generated_regions():
     assert result["window"]["thing_colour"]["accuracy"] >= 0.8
     assert result["tokens"]["stuff"]["accuracy"] >= 0.8
     assert result["tokens"]["things"]["accuracy"] >= 0.3
+
+
+def test_core_masks_keep_patches_covered_by_half():
+    masks = np.zeros((2, 32, 48), bool)
+    masks[0, :, :20] = True  # patch columns 0 (full) and 1 (4 of 16 px) -> only column 0
+    masks[1, 3:6, 40:44] = True  # covers no patch by half -> unchanged
+    core = ct.core_masks(masks, 16)
+    assert core[0, :, :16].all() and not core[0, :, 16:].any()
+    assert np.array_equal(core[1], masks[1])
+    assert masks[0, :, 16:20].all()  # input untouched
