@@ -1,11 +1,7 @@
-"""Helpers shared by the proposal backends: input checks, ranking/limits, boxes and mask resizing."""
+"""Helpers shared by the proposal backends: input checks, ranking/limits, areas, boxes, sizes."""
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-
-from maskclip_ros.proposals.base import Proposals
 
 
 def check_image(image: np.ndarray) -> tuple[int, int]:
@@ -23,17 +19,6 @@ def scaled_size(height: int, width: int, long_side: int) -> tuple[int, int]:
     """(h, w) with the aspect ratio kept and max(h, w) <= long_side (never upscaled; 0 = unchanged)."""
     factor = 1.0 if long_side <= 0 else min(1.0, long_side / max(height, width))
     return max(1, round(height * factor)), max(1, round(width * factor))
-
-
-def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bilinearly resize (M, h, w) masks in [0, 1] to (M, *size) float32 (a new array)."""
-    if len(masks) == 0:
-        return np.zeros((0, *size), np.float32)
-    if masks.shape[1:] == tuple(size):
-        return masks.astype(np.float32, copy=True)
-    t = torch.from_numpy(np.ascontiguousarray(masks, dtype=np.float32))[:, None]  # (M, 1, h, w)
-    out = F.interpolate(t, size=size, mode="bilinear", align_corners=False)
-    return out[:, 0].clamp_(0.0, 1.0).numpy()
 
 
 def boxes_from_masks(masks: np.ndarray, image_size: tuple[int, int], threshold: float = 0.5) -> np.ndarray:

@@ -116,7 +116,7 @@ def distinctness(hierarchy: Hierarchy) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Cells:
-    """The common refinement of several labelings: (h, w) int64 cell labels, (J,) cell sizes, and per
+    """The common refinement of several labelings: (h, w) int32 cell labels, (J,) cell sizes, and per
     labeling the (J,) leaf that contains each cell."""
     labels: np.ndarray
     sizes: np.ndarray
