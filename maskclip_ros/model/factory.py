@@ -280,13 +280,3 @@ def _torch_load(path: Path, *, what: str, fix: str) -> Any:
         raise ValueError(f"{what} {path} is corrupt or not a plain tensor file ({type(err).__name__}: {err}); "
                          f"{fix}") from err
 
-
-def load_rma_checkpoint_extra(path: str | os.PathLike) -> dict[str, Any]:
-    """The plain-typed ``extra`` saved with an RMA checkpoint (``save_rma_checkpoint``), e.g. a training
-    run's step and optimizer state (`maskclip-ros train --resume`). Same errors as ``load_rma_checkpoint``."""
-    path = Path(path)
-    payload = _torch_load(path, what="RMA checkpoint",
-                          fix="point --resume at a checkpoint.pt written by `maskclip-ros train`")
-    if not isinstance(payload, Mapping) or payload.get("format") != RMA_CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an RMA checkpoint of this package (format {RMA_CHECKPOINT_FORMAT})")
-    return dict(payload.get("extra") or {})
