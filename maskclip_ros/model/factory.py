@@ -279,4 +279,3 @@ def _torch_load(path: Path, *, what: str, fix: str) -> Any:
     except Exception as err:  # truncated zip, pickle or unsafe-type errors
         raise ValueError(f"{what} {path} is corrupt or not a plain tensor file ({type(err).__name__}: {err}); "
                          f"{fix}") from err
-
