@@ -9,8 +9,10 @@ another scale. So the model's native input is the whole frame (image_size 480x64
 training crops are cut from full-resolution scenes *without rescaling*: each crop is a window of the frame's
 patch grid, and its patches get the positional embeddings of exactly those grid cells. A batch of windows
 of different sizes is padded to ``max_window`` patches per side; padding patches are masked out of the
-attention (additive -inf key mask), so every crop is encoded as if it were alone. Whole scenes use the
-plain open_clip forward, exactly as the node runs the model.
+attention (additive -inf key mask), so every crop is encoded as if it were alone. Stuff is also shown as
+whole regions (its bbox window at any size, with only the patches the region covers by half kept: a
+region-shaped patch dropout), because a model that only saw small windows called every large region a
+thing. Whole scenes use the plain open_clip forward, exactly as the node runs the model.
 
 Batches are balanced: one sample per label (colour x shape for things, the class for stuff) per batch, so
 no duplicate caption acts as a false negative.
@@ -44,6 +46,8 @@ class TrainConfig:
     max_window: int         # largest crop window (patches per side)
     stuff_min_window: int   # smallest stuff window (patches per side)
     stuff_purity: float     # least fraction of a stuff window that is that stuff
+    region_prob: float      # probability that a stuff sample is its whole region
+    init: str               # checkpoint to start from ("" = random init)
     scene_every: int        # whole-scene batch every n steps (0 = never)
     scene_batch: int        # whole scenes per scene step
     lr: float               # peak learning rate
@@ -93,32 +97,38 @@ def load_checkpoint(config_name: str, path: str | Path):
     return model.float().eval()
 
 
-def encode_windows(visual, crops, windows):
+def encode_windows(visual, crops, windows, keep=None):
     """Encode crops that are windows of the model's native patch grid, without rescaling.
 
-    visual: open_clip VisionTransformer (pool 'tok'); crops: (B, 3, G*p, G*p) normalised pixels, each crop's
-    content in the top-left (gh*p, gw*p) corner; windows: (B, 4) long (row0, col0, gh, gw) in patches of the
-    full frame. Returns (B, E) image embeddings (not normalised).
+    visual: open_clip VisionTransformer (pool 'tok'); crops: (B, 3, Gh*p, Gw*p) normalised pixels, each
+    crop's content in the top-left (gh*p, gw*p) corner; windows: (B, 4) long (row0, col0, gh, gw) in
+    patches of the full frame; keep: optional (B, Gh, Gw) bool, the patches the class token and the
+    patches may attend to (default: the window's gh x gw rectangle; padding is always dropped).
+    Returns (B, E) image embeddings (not normalised).
     """
     import torch
-    b, g = crops.shape[0], crops.shape[-1] // visual.patch_size[0]
+    b, p = crops.shape[0], visual.patch_size[0]
+    gh_c, gw_c = crops.shape[-2] // p, crops.shape[-1] // p
     grid_h, grid_w = visual.grid_size
-    x = visual.conv1(crops).flatten(2).transpose(1, 2)  # (B, G*G, D)
-    ar = torch.arange(g, device=crops.device)
-    rows = (windows[:, :1] + ar).clamp(max=grid_h - 1)  # (B, G)
-    cols = (windows[:, 1:2] + ar).clamp(max=grid_w - 1)  # (B, G)
-    idx = (rows[:, :, None] * grid_w + cols[:, None, :]).flatten(1)  # (B, G*G)
+    x = visual.conv1(crops).flatten(2).transpose(1, 2)  # (B, Gh*Gw, D)
+    ar_h = torch.arange(gh_c, device=crops.device)
+    ar_w = torch.arange(gw_c, device=crops.device)
+    rows = (windows[:, :1] + ar_h).clamp(max=grid_h - 1)  # (B, Gh)
+    cols = (windows[:, 1:2] + ar_w).clamp(max=grid_w - 1)  # (B, Gw)
+    idx = (rows[:, :, None] * grid_w + cols[:, None, :]).flatten(1)  # (B, Gh*Gw)
     pos = visual.positional_embedding.to(x.dtype)
     x = x + pos[1:][idx]
     cls = (visual.class_embedding + pos[0]).to(x.dtype).expand(b, 1, -1)
-    x = visual.ln_pre(torch.cat([cls, x], dim=1))  # (B, 1+G*G, D)
-    valid = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=x.device),
-                       ((ar[None, :, None] < windows[:, 2, None, None])
-                        & (ar[None, None, :] < windows[:, 3, None, None])).flatten(1)], 1)  # (B, 1+G*G)
+    x = visual.ln_pre(torch.cat([cls, x], dim=1))  # (B, 1+Gh*Gw, D)
+    inside = (ar_h[None, :, None] < windows[:, 2, None, None]) & (ar_w[None, None, :] < windows[:, 3, None, None])
+    if keep is not None:
+        inside = inside & keep.to(inside.device)
+    valid = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=x.device), inside.flatten(1)], 1)  # (B, L)
     heads = visual.transformer.resblocks[0].attn.num_heads
+    length = valid.shape[1]
     mask = torch.zeros(valid.shape, dtype=x.dtype, device=x.device).masked_fill(~valid, float("-inf"))
-    mask = mask[:, None, None, :].expand(b, heads, valid.shape[1], valid.shape[1])  # (B, H, L, L)
-    x = visual.transformer(x, attn_mask=mask.reshape(b * heads, valid.shape[1], valid.shape[1]))
+    mask = mask[:, None, None, :].expand(b, heads, length, length)  # (B, heads, L, L)
+    x = visual.transformer(x, attn_mask=mask.reshape(b * heads, length, length))
     pooled, _ = visual._pool(x)
     return pooled @ visual.proj if visual.proj is not None else pooled
 
@@ -191,6 +201,22 @@ def stuff_window(panoptic, seg_id, tc: TrainConfig, grid, p: int, rng, tries: in
     return best
 
 
+def _region(scene, seg, grid, p):
+    window, keep = region_window(scene.panoptic, seg["id"], grid, p)
+    return window, p, keep
+
+
+def region_window(panoptic, seg_id, grid, p: int):
+    """A stuff segment as a whole: the window of its bbox snapped to the patch grid (any size) and the
+    patches it covers at least half of, (gh, gw) bool (its whole region if it covers none by half)."""
+    ys, xs = np.nonzero(panoptic == seg_id)
+    r0, c0 = ys.min() // p, xs.min() // p
+    r1, c1 = min(grid[0], ys.max() // p + 1), min(grid[1], xs.max() // p + 1)
+    frac = (panoptic[r0 * p:r1 * p, c0 * p:c1 * p] == seg_id).reshape(r1 - r0, p, c1 - c0, p).mean((1, 3))
+    keep = frac >= 0.5
+    return (int(r0), int(c0), int(r1 - r0), int(c1 - c0)), (keep if keep.any() else frac > 0)
+
+
 def caption(seg: dict, names: dict, templates, rng) -> str:
     """A random description of a region: a prompt template over '<colour> <class>' or the bare class, or
     the region's own description (which names the stuff it stands on)."""
@@ -211,45 +237,68 @@ def normalise(images: np.ndarray, model):
     return (x - mean) / std
 
 
+@dataclass(frozen=True)
+class WindowSample:
+    """One training/eval image: pixels (gh*p, gw*p, 3) uint8 cut from a frame at native scale, its
+    window (row0, col0, gh, gw) in the frame's patch grid, keep (gh, gw) bool patches that are seen."""
+    pixels: np.ndarray
+    window: tuple
+    keep: np.ndarray
+
+
+def cut(image: np.ndarray, window, p: int, keep=None) -> WindowSample:
+    """The window's pixels of a frame (a copy) as a WindowSample (keep defaults to all patches)."""
+    r0, c0, gh, gw = (int(v) for v in window)
+    pixels = image[r0 * p:(r0 + gh) * p, c0 * p:(c0 + gw) * p].copy()
+    return WindowSample(pixels, (r0, c0, gh, gw), np.ones((gh, gw), bool) if keep is None else keep)
+
+
 def crop_batch(pool: ScenePool, tc: TrainConfig, templates, rng, grid, p: int):
     """One balanced batch: per label one random region of the pool, cut as a window at native scale
-    (patches of p pixels). Returns crops (B, G*p, G*p, 3) uint8, windows (B, 4) int64, captions list[str]."""
-    g, px = tc.max_window, tc.max_window * p
+    (patches of p pixels). A stuff label is, with probability tc.region_prob, its whole region (any size,
+    only the region's patches seen), else a mostly-pure window of at most tc.max_window patches.
+    Returns (list of WindowSample, captions)."""
     index = pool.by_label()
-    crops, windows, texts = [], [], []
+    samples, texts = [], []
     for label in sorted(index):
         s, k = index[label][int(rng.integers(len(index[label])))]
         scene = pool.scenes[s]
         seg = scene.segments[k]
         if seg["isthing"]:
-            win = thing_window(seg, g, grid, p, [int(rng.integers(0, 2)) for _ in range(4)])
+            win = thing_window(seg, tc.max_window, grid, p, [int(rng.integers(0, 2)) for _ in range(4)])
+            samples.append(cut(scene.image, win, p))
+        elif tc.region_prob > 0 and rng.random() < tc.region_prob:
+            window, keep = region_window(scene.panoptic, seg["id"], grid, p)
+            samples.append(cut(scene.image, window, p, keep))
         else:
-            win = stuff_window(scene.panoptic, seg["id"], tc, grid, p, rng)
-        r0, c0, gh, gw = win
-        canvas = np.zeros((px, px, 3), np.uint8)
-        canvas[:gh * p, :gw * p] = scene.image[r0 * p:(r0 + gh) * p, c0 * p:(c0 + gw) * p]
-        crops.append(canvas)
-        windows.append(win)
+            samples.append(cut(scene.image, stuff_window(scene.panoptic, seg["id"], tc, grid, p, rng), p))
         texts.append(caption(seg, pool.names, templates, rng))
-    return np.stack(crops), np.asarray(windows, np.int64), texts
+    return samples, texts
 
 
-def encode_bucketed(model, crops: np.ndarray, windows: np.ndarray):
-    """encode_windows on groups of similar window size, so small windows are not padded to the largest.
-
-    crops: (B, G*p, G*p, 3) uint8 (content top-left); windows: (B, 4) (row0, col0, gh, gw).
-    Returns (B, E) embeddings in the input order. Padding is masked out, so grouping changes nothing
-    but the cost (up to float rounding)."""
+def encode_samples(model, samples: list[WindowSample], bucket_max: int):
+    """Embeddings (B, E) of window samples, in order (not normalised). Samples are grouped by size (even
+    square buckets for sides up to ``bucket_max`` patches, one group for larger ones) and padded within a
+    group; padding is masked out, so grouping changes only the cost (up to float rounding)."""
     import torch
     p = model.visual.patch_size[0]
-    g_max = crops.shape[1] // p
-    need = windows[:, 2:].max(1)
-    size = np.minimum(g_max, need + need % 2)  # even bucket sizes (3 -> 4, 5 -> 6, ...)
-    out = [None] * len(crops)
-    for g in np.unique(size):
-        idx = np.nonzero(size == g)[0]
-        emb = encode_windows(model.visual, normalise(crops[idx, :g * p, :g * p], model),
-                             torch.from_numpy(windows[idx]))
+    groups: dict = {}
+    for i, sample in enumerate(samples):
+        side = max(sample.window[2:])
+        key = side + side % 2 if side <= bucket_max else -1
+        groups.setdefault(key, []).append(i)
+    out = [None] * len(samples)
+    for key, idx in groups.items():
+        gh = max(samples[i].window[2] for i in idx) if key < 0 else key
+        gw = max(samples[i].window[3] for i in idx) if key < 0 else key
+        canvas = np.zeros((len(idx), gh * p, gw * p, 3), np.uint8)
+        keep = np.zeros((len(idx), gh, gw), bool)
+        for j, i in enumerate(idx):
+            h, w = samples[i].window[2:]
+            canvas[j, :h * p, :w * p] = samples[i].pixels
+            keep[j, :h, :w] = samples[i].keep
+        windows = torch.tensor([samples[i].window for i in idx], dtype=torch.long)
+        emb = encode_windows(model.visual, normalise(canvas, model), windows, torch.from_numpy(keep))
         for i, e in zip(idx, emb):
             out[i] = e
     return torch.stack(out)
@@ -277,7 +326,11 @@ def train(tc: TrainConfig, out: Path, log_path: Path | None, wcfg: world.WorldCo
     torch.manual_seed(tc.seed)
     torch.set_num_threads(tc.threads)
     rng = np.random.default_rng(tc.seed)
-    model = create_clip(tc.config_name).train()
+    model = create_clip(tc.config_name)
+    if tc.init:
+        model.load_state_dict({k: v.float() for k, v in torch.load(tc.init, map_location="cpu",
+                                                                  weights_only=True).items()})
+    model.train()
     tokenizer = open_clip.get_tokenizer(tc.config_name)
     grid = tuple(model.visual.grid_size)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
@@ -287,7 +340,8 @@ def train(tc: TrainConfig, out: Path, log_path: Path | None, wcfg: world.WorldCo
     loss_fn = open_clip.loss.ClipLoss()
     pool = ScenePool(tc.seed, tc.pool_scenes, wcfg, progress)
     meta = {"config_name": tc.config_name, "command": command, "train_config": dataclasses.asdict(tc),
-            "world_config": dataclasses.asdict(wcfg), "templates": list(templates), "losses": []}
+            "world_config": dataclasses.asdict(wcfg), "templates": list(templates), "losses": [],
+            "init_run": init_run_summary(tc.init)}
     if log_path:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "a") if log_path else None
@@ -321,12 +375,22 @@ def train(tc: TrainConfig, out: Path, log_path: Path | None, wcfg: world.WorldCo
     return meta
 
 
+def init_run_summary(init: str) -> dict | None:
+    """The run a warm start continues (from the metadata json beside its checkpoint), without its loss log,
+    so a checkpoint's metadata holds its whole chain of reproduce commands."""
+    meta_path = Path(init).with_suffix(".json") if init else None
+    if meta_path is None or not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    return {k: v for k, v in meta.items() if k != "losses"}
+
+
 def train_step(model, tokenizer, loss_fn, pool, tc, templates, rng, grid, step):
     """Contrastive loss of one balanced crop batch (+ a whole-scene batch every tc.scene_every steps)."""
     import torch
-    crops, windows, texts = crop_batch(pool, tc, templates, rng, grid, model.visual.patch_size[0])
+    samples, texts = crop_batch(pool, tc, templates, rng, grid, model.visual.patch_size[0])
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=tc.bf16):
-        img = encode_bucketed(model, crops, windows)
+        img = encode_samples(model, samples, tc.max_window)
         txt = model.encode_text(tokenizer(texts))
         loss = loss_fn(torch.nn.functional.normalize(img.float(), dim=-1),
                        torch.nn.functional.normalize(txt.float(), dim=-1), model.logit_scale.exp())
@@ -432,7 +496,7 @@ def evaluate_clip(*, checkpoint: str | Path | None, num_scenes: int, seed: int,
     """Zero-shot region classification on held-out generated scenes, loaded through model.factory.
 
     Modes: ``window`` - each region as a native-scale window of the frame (as in training; things: their
-    bbox snapped to the patch grid, stuff: a window that is mostly that stuff); ``tokens`` - MaskCLIP
+    bbox snapped to the patch grid, stuff: the whole region, only its patches seen); ``tokens`` - MaskCLIP
     mask class tokens with the ground-truth masks on the full frame; ``crop`` - MaskCLIP's CLIP baseline
     (masked box crop resized to the CLIP's input size); ``tokens_core`` - a diagnostic: ``tokens`` with
     each mask reduced to the patches it covers at least half of (Eq. 1 opens every patch a mask touches,
@@ -475,13 +539,10 @@ def _region_encoder(mode, tower, params, build_maskclip):
         p, grid = tower.patch_size, tower.native_grid
 
         def window(scene, rng):
-            wins = [thing_window(s, tc.max_window, grid, p) if s["isthing"]
-                    else stuff_window(scene.panoptic, s["id"], tc, grid, p, rng) for s in scene.segments]
-            crops = np.zeros((len(wins), tc.max_window * p, tc.max_window * p, 3), np.uint8)
-            for i, (r0, c0, gh, gw) in enumerate(wins):
-                crops[i, :gh * p, :gw * p] = scene.image[r0 * p:(r0 + gh) * p, c0 * p:(c0 + gw) * p]
-            emb = encode_bucketed(tower.clip, crops, np.asarray(wins, np.int64))
-            return torch.nn.functional.normalize(emb.float(), dim=-1)
+            samples = [cut(scene.image, thing_window(s, tc.max_window, grid, p), p) if s["isthing"]
+                       else cut(scene.image, *_region(scene, s, grid, p))
+                       for s in scene.segments]
+            return torch.nn.functional.normalize(encode_samples(tower.clip, samples, tc.max_window).float(), dim=-1)
         return window
     mp = dict(params, maskclip=dict(params["maskclip"], mode=mode.removesuffix("_core"), rma_checkpoint=""))
     maskclip = build_maskclip(mp, tower=tower).eval()
