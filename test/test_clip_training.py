@@ -137,18 +137,32 @@ def test_make_world_cli(tmp_path):
     assert len(data["images"]) == 1 and data["info"]["seed"] == 4
 
 
-def test_committed_clip_recognises_generated_regions():
-    """The committed small CLIP, loaded through the factory from config/default.yaml, classifies held-out
-    regions far above chance (14 classes: 7%). Thresholds sit a little below the measured accuracy."""
+# Measured on these 4 held-out scenes (seed 1000); thresholds sit a little below. 60 scenes: see report /
+# the -regions asset's json. The default asset (what the committed RMA was trained on) never saw large
+# stuff regions, so only the -regions checkpoint is held to stuff accuracy.
+COMMITTED = {
+    # checkpoint: {(mode, metric): threshold}        measured
+    None: {("window", "things"): 0.4,                  # 0.50
+           ("window", "thing_colour"): 0.9,            # 1.00
+           ("tokens", "thing_colour"): 0.9,            # 1.00
+           ("tokens", "things"): 0.15},                # 0.21
+    "clip/maskclip-ros-tiny-vit16-regions.pt": {
+           ("window", "things"): 0.55,                 # 0.64
+           ("window", "stuff"): 0.95,                  # 1.00
+           ("window", "thing_colour"): 0.9,            # 1.00
+           ("tokens", "thing_colour"): 0.9,            # 1.00
+           ("tokens", "stuff"): 0.35,                  # 0.43
+           ("tokens", "things"): 0.2},                 # 0.25
+}
+
+
+@pytest.mark.parametrize("checkpoint", list(COMMITTED))
+def test_committed_clip_recognises_generated_regions(checkpoint):
+    """A committed small CLIP, loaded through the factory (config/default.yaml; the checkpoint path
+    relative to the assets), classifies held-out regions far above chance (14 classes: 7%, 8 colours)."""
     params = load_params()
-    assert resolve_asset_path(params["clip"]["checkpoint"]).is_file()
-    result = ct.evaluate_clip(checkpoint=None, num_scenes=4, seed=1000, modes=("window", "tokens"),
+    assert resolve_asset_path(checkpoint or params["clip"]["checkpoint"]).is_file()
+    result = ct.evaluate_clip(checkpoint=checkpoint, num_scenes=4, seed=1000, modes=("window", "tokens"),
                               progress=False)
-    # measured on these 4 scenes: window things 0.64 / stuff 1.0 / colour 1.0; tokens things 0.25 /
-    # stuff 0.43 / colour 1.0 (60 scenes: window 0.53 / 1.0, tokens 0.29 / 0.53, see the asset's json)
-    assert result["window"]["stuff"]["accuracy"] >= 0.95
-    assert result["window"]["things"]["accuracy"] >= 0.55
-    assert result["window"]["thing_colour"]["accuracy"] >= 0.9
-    assert result["tokens"]["thing_colour"]["accuracy"] >= 0.9
-    assert result["tokens"]["stuff"]["accuracy"] >= 0.35
-    assert result["tokens"]["things"]["accuracy"] >= 0.2
+    for (mode, metric), threshold in COMMITTED[checkpoint].items():
+        assert result[mode][metric]["accuracy"] >= threshold, (mode, metric)
