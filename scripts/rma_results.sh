@@ -6,12 +6,14 @@
 # seed 0, eval-clip uses seed 1000), train RMA three times (default layers, last layer only, no mask
 # refinement; same steps each), then evaluate crop / tokens / rma and the two ablations with ground-truth
 # masks and with `regions` proposals. Training steps and the number of held-out images are the
-# environment variables STEPS and IMAGES.
+# environment variables STEPS and IMAGES; CLIP picks the CLIP asset (default: the first small CLIP;
+# CLIP=clip/maskclip-ros-tiny-vit16-regions.pt reproduces rma/maskclip-ros-tiny-vit16-regions-rma.pt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-out/rma}
 STEPS=${STEPS:-200}
 IMAGES=${IMAGES:-30}
+CLIP=${CLIP:-clip/maskclip-ros-tiny-vit16.pt}
 CLI=${CLI:-.venv/bin/maskclip-ros}
 
 [ -f "$OUT/world/panoptic_train.json" ] || $CLI make-world "$OUT/world" --num-images 400 --seed 11 --split train
@@ -19,7 +21,7 @@ CLI=${CLI:-.venv/bin/maskclip-ros}
 
 train() {  # name, extra --set arguments...
   local name=$1; shift
-  $CLI train --data "$OUT/world" --split train --out "$OUT/$name" --no-progress \
+  $CLI train --data "$OUT/world" --split train --out "$OUT/$name" --no-progress --set clip.checkpoint="$CLIP" \
     --set train.steps="$STEPS" --set train.lr=1e-3 --set train.batch_size=2 "$@"
 }
 train rma_default &
@@ -28,7 +30,7 @@ train rma_norefine --set maskclip.rma_refine=false &
 wait
 
 eval_runs() {  # output name, proposal source
-  $CLI eval --data "$OUT/world" --split val --out "$OUT/eval_$1" --no-progress \
+  $CLI eval --data "$OUT/world" --split val --out "$OUT/eval_$1" --no-progress --set clip.checkpoint="$CLIP" \
     --set eval.max_images="$IMAGES" --set eval.proposals="$2" --set maskclip.crop_size=128 \
     --variant "crop:maskclip.mode=crop" \
     --variant "tokens:maskclip.mode=tokens" \
