@@ -8,7 +8,7 @@ import yaml
 
 from maskclip_ros.config import load_params
 from maskclip_ros.ros import node as segmentation_node
-from maskclip_ros.ros.params import flatten
+from maskclip_ros.config import flatten
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch" / "segment.launch.py"

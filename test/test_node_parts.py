@@ -18,7 +18,8 @@ from maskclip_ros.ros.bags import parse_topic_map, typestore
 from maskclip_ros.ros.client import parse_classes
 from maskclip_ros.ros.node import SegmentationNode, parameter_kind
 from maskclip_ros.ros.overlay import class_colours, draw_overlay
-from maskclip_ros.ros.params import descriptor, flatten, load_specs, markdown_reference, nest
+from maskclip_ros.config import flatten, nest
+from maskclip_ros.ros.params import descriptor, load_specs, markdown_reference
 from maskclip_ros.ros.stats import RollingStats, diagnostic_array
 
 

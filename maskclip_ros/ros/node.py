@@ -43,7 +43,8 @@ from maskclip_ros.ros.client import parse_classes
 from maskclip_ros.ros.conversions import ImageConverter, ImageError
 from maskclip_ros.ros.frames import Frame, LatestFrameSlot, StampPairer, labels_to_masks, stamp_key
 from maskclip_ros.ros.overlay import draw_overlay
-from maskclip_ros.ros.params import descriptor, load_specs, nest
+from maskclip_ros.config import nest
+from maskclip_ros.ros.params import descriptor, load_specs
 from maskclip_ros.ros.stats import RollingStats, diagnostic_array
 from maskclip_ros.srv import SetVocabulary
 

@@ -24,7 +24,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.parameter import Parameter
 from ruamel.yaml import YAML
 
-from maskclip_ros.config import default_params_path, load_params
+from maskclip_ros.config import default_params_path, flatten, load_params
 
 Kind = Literal["runtime", "configure", "startup"]
 CONFIGURE_CONSTRAINT = "settable only while the node is unconfigured; applies at the next configure"
@@ -46,30 +46,6 @@ class ParamSpec:
         """rcl_interfaces ParameterType of the default (PARAMETER_NOT_SET for an empty list)."""
         return Parameter.Type.from_parameter_value(self.default).value if self.default is not None \
             else ParameterType.PARAMETER_NOT_SET
-
-
-def flatten(nested: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1} (leaves only; lists are leaves)."""
-    flat: dict[str, Any] = {}
-    for key, value in nested.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """{"a.b": 1} -> {"a": {"b": 1}}: dotted parameter values back into the params-file layout."""
-    nested: dict[str, Any] = {}
-    for name, value in flat.items():
-        *parents, leaf = name.split(".")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return nested
 
 
 def _comments(path: Path) -> dict[str, str]:

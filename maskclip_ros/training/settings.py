@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from maskclip_ros.config import deep_update, load_params
+from maskclip_ros.config import deep_update, load_params, nest
 
 
 def parse_sets(items: Iterable[str]) -> dict[str, Any]:
@@ -22,18 +22,6 @@ def parse_sets(items: Iterable[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
-    return out
-
-
-def nest(dotted: dict[str, Any]) -> dict[str, Any]:
-    """``{"a.b.c": 1}`` -> ``{"a": {"b": {"c": 1}}}``."""
-    out: dict[str, Any] = {}
-    for key, value in dotted.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
     return out
 
 
