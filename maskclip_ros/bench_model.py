@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from maskclip_ros.procutil import write_json
+
 MODES = ("crop", "tokens", "rma")
 
 
@@ -80,9 +82,7 @@ def run(args: argparse.Namespace) -> int:
     results["machine"]["load_average_end"] = list(os.getloadavg())
     _print(results)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_json(args.out, results)
     return 0
 
 

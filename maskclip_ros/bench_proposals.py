@@ -10,12 +10,13 @@ so that load from other processes hits all of them alike; the load average is re
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import time
 from pathlib import Path
+
+from maskclip_ros.procutil import write_json
 
 BACKENDS = ("regions", "external", "mask-rcnn", "mask2former")
 MMDET_CONFIGS = {"mask-rcnn": "mask-rcnn_r50_fpn_1x_agnostic.py", "mask2former": "mask2former_r50_agnostic.py"}
@@ -69,9 +70,7 @@ def run(args: argparse.Namespace) -> int:
     results["ratio_to_regions"] = _ratios(results["backends"])
     _print(results)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"wrote {args.out}")
+        write_json(args.out, results)
     return 0
 
 

@@ -18,7 +18,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from maskclip_ros.procutil import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 NODE = "/maskclip"
@@ -163,7 +164,7 @@ def _run_session(bag: Path, args: argparse.Namespace, out: Path) -> Session:
     finally:
         for name in ("record", "replay", "node"):  # recorder first, so the bag holds everything
             if name in procs:
-                _stop(procs[name])
+                stop_process(procs[name])
 
 
 def _monitor(bag: Path, args, out: Path, procs: dict, cli: list) -> Session:
@@ -263,16 +264,6 @@ def _spin_until(node, procs: dict, condition, timeout: float, what: str, details
 
 def _start(cmd: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 # ------------------------------------------------------------------------------------------- the summary

@@ -3,7 +3,6 @@ spin until a condition holds (with a timeout, never a fixed sleep)."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 import rclpy
+
+from maskclip_ros.procutil import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,14 +26,7 @@ def start(args: list[str], log_path: Path, env: dict | None = None) -> subproces
 
 def stop(proc: subprocess.Popen, timeout: float = 15.0) -> int:
     """SIGINT, then SIGKILL if the process does not exit in time; returns its exit code."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return proc.returncode
+    return stop_process(proc, timeout)
 
 
 def spin_until(node, condition: Callable[[], bool], timeout: float, what: str) -> None:
