@@ -1,7 +1,8 @@
 """Image in, panoptic segmentation out: proposals -> MaskCLIP -> classification -> panoptic merge.
 
-``build_segmenter(params)`` is the one entry point the node, evaluation and demo use; it loads everything
-through ``model.factory``. A ``Segmenter`` holds no vocabulary: callers pass one with every frame, so a
+``build_segmenter(cfg)`` is the one entry point the node, training, evaluation and the benchmarks use; it
+loads everything through ``model.factory`` from a typed ``SegmenterConfig`` (the model part of
+config/default.yaml: ``load_segmenter_config`` reads it). A ``Segmenter`` holds no vocabulary: callers pass one with every frame, so a
 frame never mixes two vocabularies, and ``make_vocabulary`` builds new ones (validated, text embeddings
 cached) for callers to swap in whole. Merge thresholds change at runtime with ``set_merge_config``.
 No ROS here: this module is pure torch/numpy.
@@ -14,23 +15,45 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from maskclip_ros.config import from_section, section
+from maskclip_ros import config
 from maskclip_ros.model.factory import ClipConfig, build_clip, build_maskclip
-from maskclip_ros.model.maskclip import MaskCLIP
+from maskclip_ros.model.maskclip import MaskCLIP, MaskCLIPConfig
 from maskclip_ros.model.panoptic import MergeConfig, SegmentInfo, panoptic_merge
 from maskclip_ros.model.vocabulary import (TextEmbedder, Vocabulary, VocabularyConfig, VocabularyError,
                                            build_vocabulary)
+from maskclip_ros.proposals import ProposalsConfig
 from maskclip_ros.proposals.base import Proposer
 
-__all__ = ["PanopticResult", "SegmentInfo", "Segmenter", "Vocabulary", "VocabularyError", "build_segmenter"]
+__all__ = ["PanopticResult", "SegmentInfo", "Segmenter", "SegmenterConfig", "Vocabulary", "VocabularyError",
+           "build_segmenter", "load_segmenter_config"]
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PARAMS_FILE = "default.yaml"
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """The model part of config/default.yaml (documented there): what ``build_segmenter`` builds."""
+
+    device: str                   # torch device: cpu, cuda or cuda:N
+    precision: str                # fp32, fp16 or bf16
+    clip: ClipConfig              # the frozen CLIP and its weights
+    maskclip: MaskCLIPConfig      # the MaskCLIP visual encoder (mode, RMA)
+    merge: MergeConfig            # panoptic merge thresholds
+    proposals: ProposalsConfig    # stage one: class-agnostic mask proposals
+    vocabulary: VocabularyConfig  # the initial vocabulary, prompt templates and limits
+
+
+def load_segmenter_config(*params_files, overrides=()) -> SegmenterConfig:
+    """The model part of config/default.yaml updated with node params files (later ones win) and dotted
+    overrides (``maskclip.mode=rma``); the node-only keys of those files are left to the node."""
+    return config.load_one(SegmenterConfig, PARAMS_FILE, *params_files, overrides=overrides, partial=True)
 
 
 @dataclass(frozen=True)
@@ -141,7 +164,7 @@ class Segmenter:
                 raise ValueError(f"external_masks must be (M, H, W), got shape {masks.shape}")
             return masks
         if self.proposer is None:
-            raise ValueError("no proposer configured (params lack a 'proposals' section): pass external_masks")
+            raise ValueError("this Segmenter was built without a proposer (with_proposer=False): pass external_masks")
         return self.proposer(image).masks
 
     def _autocast(self):
@@ -150,27 +173,24 @@ class Segmenter:
         return torch.autocast(device_type=self.device.type, dtype=PRECISIONS[self.precision])
 
 
-def build_segmenter(params: Mapping[str, Any], *, device: str = "cpu", precision: str = "fp32") -> Segmenter:
+def build_segmenter(cfg: SegmenterConfig, *, with_proposer: bool = True) -> Segmenter:
     """The one factory entry point: CLIP, MaskCLIP (+ RMA checkpoint), proposer, merge and vocabulary
-    settings from the params (``config.load_params``). Raises FileNotFoundError / ValueError saying what to
-    do for missing or corrupt checkpoints and impossible device/precision combinations.
+    settings from ``cfg``. Raises FileNotFoundError / ValueError saying what to do for missing or corrupt
+    checkpoints and impossible device/precision combinations.
 
-    Without a ``proposals`` section there is no proposer and ``segment`` needs ``external_masks``.
+    ``with_proposer=False`` builds no proposer (training on coarse ground truth, evaluation on ground-truth
+    masks): ``segment`` then needs ``external_masks``.
     """
-    torch_device = _check_device(device, precision)
-    tower = build_clip(from_section(ClipConfig, section(params, "clip"), "clip"), torch_device)
-    maskclip = build_maskclip(params, torch_device, tower=tower)
-    vocabulary_config = from_section(VocabularyConfig, section(params, "vocabulary"), "vocabulary", shared=True)
+    torch_device = _check_device(cfg.device, cfg.precision)
+    tower = build_clip(cfg.clip, torch_device)
     proposer = None
-    if "proposals" in params:
-        from maskclip_ros.proposals import build_proposer  # written by the proposals backends
+    if with_proposer:
+        from maskclip_ros.proposals import build_proposer  # imports the configured backend only
 
-        proposer = build_proposer(params["proposals"], device=str(torch_device))
-    return Segmenter(maskclip=maskclip, proposer=proposer,
-                     embedder=TextEmbedder(tower=tower, cache_size=vocabulary_config.embedding_cache_size),
-                     vocabulary_config=vocabulary_config,
-                     merge_config=from_section(MergeConfig, section(params, "merge"), "merge"),
-                     precision=precision)
+        proposer = build_proposer(cfg.proposals, device=str(torch_device))
+    return Segmenter(maskclip=build_maskclip(cfg.maskclip, tower), proposer=proposer,
+                     embedder=TextEmbedder(tower=tower, cache_size=cfg.vocabulary.embedding_cache_size),
+                     vocabulary_config=cfg.vocabulary, merge_config=cfg.merge, precision=cfg.precision)
 
 
 def _check_device(device: str, precision: str) -> torch.device:

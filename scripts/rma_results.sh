@@ -16,8 +16,8 @@ IMAGES=${IMAGES:-30}
 CLIP=${CLIP:-clip/maskclip-ros-tiny-vit16.pt}
 CLI=${CLI:-.venv/bin/maskclip-ros}
 
-[ -f "$OUT/world/panoptic_train.json" ] || $CLI make-world "$OUT/world" --num-images 400 --seed 11 --split train
-[ -f "$OUT/world/panoptic_val.json" ] || $CLI make-world "$OUT/world" --num-images 40 --seed 12 --split val
+[ -f "$OUT/world/panoptic_train.json" ] || $CLI make-world "$OUT/world" --set make_world.num_images=400 --set make_world.seed=11 --set make_world.split=train
+[ -f "$OUT/world/panoptic_val.json" ] || $CLI make-world "$OUT/world" --set make_world.num_images=40 --set make_world.seed=12 --set make_world.split=val
 
 train() {  # name, extra --set arguments...
   local name=$1; shift

@@ -7,12 +7,23 @@ import numpy as np
 import open_clip
 import torch
 
+import dataclasses
+
 from maskclip_ros.model.factory import register_asset_configs
-from maskclip_ros.model.maskclip import MaskCLIP
+from maskclip_ros.model.maskclip import MaskCLIP, MaskCLIPConfig
 from maskclip_ros.model.rma import RelativeMaskAttention, RMAConfig, default_block_indices
 from maskclip_ros.model.tower import ClipTower
 
 TINY = "maskclip-ros-test-tiny"
+# MaskCLIP settings of the model tests, pinned here (not read from config/default.yaml, so tuning the
+# defaults never changes what these tests check).
+MASKCLIP = MaskCLIPConfig(mode="tokens", mask_threshold=0.5, crop_batch_size=4, crop_size=0, rma_layers="",
+                          rma_num_layers=2, rma_refine=True, rma_refine_hidden=8, rma_mask_resolution=4,
+                          rma_no_object=True, rma_checkpoint="")
+
+
+def maskclip_config(**changes) -> MaskCLIPConfig:
+    return dataclasses.replace(MASKCLIP, **changes)
 
 
 def tiny_tower(seed: int = 0, short_side: int = 64, **clip_kwargs) -> ClipTower:

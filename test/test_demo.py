@@ -11,7 +11,7 @@ import pytest
 from maskclip_ros.ros.bags import read_messages
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
 def test_short_demo_end_to_end(tmp_path):
@@ -26,12 +26,18 @@ def test_short_demo_end_to_end(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_in"] == 8
     assert 1 <= summary["frames_out"] <= 8
-    assert summary["frames_out"] + summary["frames_without_output"] == 8
+    counted = summary["node_counted"]  # the node's own /diagnostics counters at the end
+    assert counted["frames_published"] == summary["frames_out"], "every published frame is in the output bag"
+    assert counted["frames_received"] <= 8
+    assert counted["frames_received"] == sum(counted[k] for k in ("frames_published", "dropped_frames",
+                                                                   "dropped_bad_frames", "failed_frames"))
     assert summary["vocabulary_switch"]["version"] == 2
     assert set(summary["vocabularies"]) == {"1", "2"}
     assert summary["latency_ms"]["median"] > 0
     evaluated = [v for v in summary["pq"].values() if "frames" in v]
-    assert evaluated and all(0.0 <= v["all"]["pq"] <= 100.0 for v in evaluated if v["all"]["pq"] is not None)
+    assert evaluated and sum(v["frames"] for v in evaluated) == summary["frames_out"]
+    # the trained small CLIP + RMA recognise something on held-out scenes (random weights score 0 here)
+    assert max(v["all"]["pq"] or 0.0 for v in evaluated) > 5.0, summary["pq"]
 
     segments = read_messages(out / "output_bag", ["/maskclip/segments"])
     assert len(segments) == summary["frames_out"]

@@ -2,6 +2,7 @@
 against ground truth fed back as a perfect prediction."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -19,7 +20,8 @@ TINY = ["clip.model_name=maskclip-ros-test-tiny", "clip.random_init=true", "clip
 @pytest.fixture(scope="module")
 def tiny_val(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_val")
-    cfg = world.WorldConfig.load(width=160, height=128, min_size=24, max_size=40, max_things=4, region_warp=20.0)
+    cfg = dataclasses.replace(world.default_world_config(), width=160, height=128, min_size=24, max_size=40,
+                              max_things=4, region_warp=20.0)
     world.write_world(root, 3, seed=5, split="val", cfg=cfg)
     return root
 

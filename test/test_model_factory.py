@@ -7,30 +7,25 @@ import open_clip
 import pytest
 import torch
 
-from maskclip_ros.config import ConfigError, deep_update, from_section, load_params
+from maskclip_ros.config import ConfigError, from_dict
 from maskclip_ros.model.factory import (ClipConfig, build_clip, build_maskclip, load_rma_checkpoint,
                                         load_rma_checkpoint_extra, save_rma_checkpoint)
 from maskclip_ros.model.maskclip import MaskCLIPConfig
 from maskclip_ros.model.rma import RelativeMaskAttention
-from model_helpers import TINY, randomize, rma_config, scene, tiny_tower
+from maskclip_ros.pipeline import load_segmenter_config
+from model_helpers import TINY, maskclip_config, randomize, rma_config, scene, tiny_tower
 
 CLIP = ClipConfig(model_name=TINY, pretrained="", checkpoint="", random_init=True, allow_download=False,
                   cache_dir="", short_side=64)
 
 
-def maskclip_section(**changes) -> dict:
-    return deep_update(load_params()["maskclip"], changes)
-
-
 def test_defaults_come_from_the_params_file():
-    params = load_params()
-    clip = from_section(ClipConfig, params["clip"], "clip")
-    mcfg = from_section(MaskCLIPConfig, params["maskclip"], "maskclip")
-    assert clip.short_side > 0 and mcfg.mode in ("crop", "tokens", "rma")
+    cfg = load_segmenter_config()
+    assert cfg.clip.short_side > 0 and cfg.maskclip.mode in ("crop", "tokens", "rma")
     with pytest.raises(ConfigError, match="unknown keys"):
-        from_section(MaskCLIPConfig, {**params["maskclip"], "moed": "rma"}, "maskclip")
+        from_dict(MaskCLIPConfig, {**dataclasses.asdict(cfg.maskclip), "moed": "rma"}, "maskclip")
     with pytest.raises(ConfigError, match="lacks"):
-        from_section(ClipConfig, {"model_name": TINY}, "clip")
+        from_dict(ClipConfig, {"model_name": TINY}, "clip")
 
 
 def test_random_init_is_seeded_and_frozen():
@@ -89,9 +84,8 @@ def test_bad_checkpoints_give_clear_errors(tmp_path):
 
 def test_rma_checkpoint_round_trip(tmp_path):
     tower = tiny_tower(seed=0)
-    mcfg = from_section(MaskCLIPConfig, maskclip_section(mode="rma", rma_refine_hidden=8, rma_layers="2,4"),
-                        "maskclip")
-    model = build_maskclip({"maskclip": dataclasses.asdict(mcfg)}, tower=tower)
+    mcfg = maskclip_config(mode="rma", rma_refine_hidden=8, rma_layers="2,4")
+    model = build_maskclip(mcfg, tower)
     assert model.rma.config.block_indices == (1, 3)
     randomize(model.rma, std=0.2)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-4)
@@ -101,8 +95,8 @@ def test_rma_checkpoint_round_trip(tmp_path):
     assert set(payload) == {"format", "config", "state_dict", "extra"} and payload["extra"]["step"] == 7
     optimizer.load_state_dict(load_rma_checkpoint_extra(path)["optimizer"])
     assert all(k.startswith(("layers.", "no_object")) for k in payload["state_dict"])  # only added params
-    section = maskclip_section(mode="rma", rma_refine_hidden=8, rma_layers="", rma_checkpoint=str(path))
-    loaded = build_maskclip({"maskclip": section}, tower=tower)
+    loaded = build_maskclip(maskclip_config(mode="rma", rma_refine_hidden=8, rma_layers="", rma_checkpoint=str(path)),
+                            tower)
     image, masks = scene()
     with torch.no_grad():
         a, b = model(image, masks), loaded(image, masks)
@@ -114,7 +108,7 @@ def test_rma_checkpoint_mismatches_are_refused(tmp_path):
     tower = tiny_tower(seed=0)
     rma = RelativeMaskAttention(rma_config(tower, blocks=(1, 3), refine_hidden=8))
     path = save_rma_checkpoint(rma, tmp_path / "rma.pt")
-    mcfg = from_section(MaskCLIPConfig, maskclip_section(mode="rma", rma_refine_hidden=8), "maskclip")
+    mcfg = maskclip_config(mode="rma", rma_refine_hidden=8)
     assert load_rma_checkpoint(path, tower, mcfg).config.block_indices == (1, 3)
     with pytest.raises(ValueError, match="layers"):
         load_rma_checkpoint(path, tower, dataclasses.replace(mcfg, rma_layers="1,2"))
@@ -141,10 +135,29 @@ def test_rma_checkpoint_mismatches_are_refused(tmp_path):
 def test_build_maskclip_modes_from_params():
     tower = tiny_tower(seed=0)
     for mode in ("crop", "tokens", "rma"):
-        model = build_maskclip({"maskclip": maskclip_section(mode=mode)}, tower=tower)
+        model = build_maskclip(maskclip_config(mode=mode), tower)
         assert model.mode == mode and (model.rma is not None) == (mode == "rma")
         assert model.trainable_parameters() == ([] if mode != "rma" else list(model.rma.parameters()))
-    rma = build_maskclip({"maskclip": maskclip_section(mode="rma", rma_layers="", rma_num_layers=2)},
-                         tower=tower).rma
+    rma = build_maskclip(maskclip_config(mode="rma", rma_layers="", rma_num_layers=2), tower).rma
     assert rma.config.block_indices == (1, 3)  # evenly spaced, ending at the last of 4 blocks
     assert float(rma.no_object_embedding.detach().abs().sum()) == 0.0
+
+
+def test_offline_building_leaves_the_process_environment_alone(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    build_clip(CLIP)  # allow_download false: the tokenizer is built offline, the variable set only meanwhile
+    import os
+
+    assert "HF_HUB_OFFLINE" not in os.environ
+
+
+def test_checkpoint_build_hides_open_clips_random_init_notice(tmp_path, caplog):
+    tower = tiny_tower(seed=3)
+    path = tmp_path / "clip.pt"
+    torch.save(tower.clip.state_dict(), path)
+    caplog.clear()  # tiny_tower's own open_clip call logged the notice
+    with caplog.at_level("INFO"):
+        built = build_clip(dataclasses.replace(CLIP, random_init=False, checkpoint=str(path)))
+    assert not any("initialized randomly" in r.getMessage() for r in caplog.records)
+    assert any(str(path) in r.getMessage() for r in caplog.records)  # the factory says which file it loaded
+    torch.testing.assert_close(built.visual.proj, tower.visual.proj)

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 
 from maskclip_ros.model.vocabulary import (TextEmbedder, VocabularyConfig, VocabularyError, build_vocabulary,
                                            validate_vocabulary)
+from maskclip_ros.model import vocabulary
 from model_helpers import tiny_tower
 
-CONFIG = VocabularyConfig(prompt_templates=("a photo of a {}.", "a {}."), max_classes=4, max_name_length=12,
+CONFIG = VocabularyConfig(class_names=(), is_thing=(), prompt_templates=("a photo of a {}.", "a {}."), max_classes=4, max_name_length=12,
                           embedding_cache_size=100)
 
 
@@ -43,9 +44,9 @@ def test_validation_normalises():
 
 def test_templates_need_one_slot():
     with pytest.raises(VocabularyError, match="slot"):
-        VocabularyConfig(prompt_templates=("a photo",), max_classes=2, max_name_length=5, embedding_cache_size=1)
+        VocabularyConfig(class_names=(), is_thing=(), prompt_templates=("a photo",), max_classes=2, max_name_length=5, embedding_cache_size=1)
     with pytest.raises(VocabularyError, match="no prompt templates"):
-        VocabularyConfig(prompt_templates=(), max_classes=2, max_name_length=5, embedding_cache_size=1)
+        VocabularyConfig(class_names=(), is_thing=(), prompt_templates=(), max_classes=2, max_name_length=5, embedding_cache_size=1)
 
 
 def test_embeddings_are_the_normalised_template_average(embedder):
@@ -93,3 +94,27 @@ def test_vocabulary_is_immutable(embedder):
     assert isinstance(vocab.class_names, tuple) and isinstance(vocab.is_thing, tuple)
     custom = build_vocabulary(["cat"], None, embedder=embedder, config=CONFIG, templates=["itap of a {}."])
     assert custom.templates == ("itap of a {}.",)
+
+
+def test_kind_suffixes_one_rule():
+    split = vocabulary.split_kind_suffixes
+    assert split(["person", "floor:stuff", "cup:thing"]) == (["person", "floor", "cup"], [True, False, True])
+    assert split(["person", "floor"]) == (["person", "floor"], None)  # no suffix anywhere: the default (things)
+    assert split(["ratio 1:2"]) == (["ratio 1:2"], None)  # another colon belongs to the name
+    assert split(["floor:stuff", "wall"], [False, False]) == (["floor", "wall"], [False, False])  # flags decide
+    assert split(["floor:stuff", "wall"], []) == (["floor", "wall"], [False, True])  # empty flags: suffixes
+    with pytest.raises(VocabularyError, match="disagree"):
+        split(["floor:stuff"], [True])
+    with pytest.raises(VocabularyError, match="suffix must be :thing or :stuff"):
+        split(["wall:things"])
+
+
+def test_refusal_messages_stay_short():
+    config = VocabularyConfig(class_names=(), is_thing=(), prompt_templates=("a {}.",), max_classes=4,
+                              max_name_length=12, embedding_cache_size=8)
+    with pytest.raises(VocabularyError) as refused:
+        validate_vocabulary(["x" * 100_000], None, config)
+    assert len(refused.value.reason) < 200
+    with pytest.raises(VocabularyError) as refused:
+        vocabulary.split_kind_suffixes(["y" * 100_000 + ":stuff"], [True])
+    assert len(refused.value.reason) < 200

@@ -168,14 +168,14 @@ def test_overlay_only_while_someone_listens(session):
     rgb, labels = scene(13)
     peer.publish(rgb, labels, (499, 0))
     peer.wait_outputs((499, 0))
-    assert peer.latest_diagnostics()["overlays_published"] == "0", "nobody listens: no overlay is drawn"
+    assert peer.latest_diagnostics()["overlays_published"] == 0, "nobody listens: no overlay is drawn"
     overlays = []
     sub = peer.node.create_subscription(Image, "/maskclip/overlay", overlays.append,
                                         QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
     for sec in range(500, 520):  # until the node has discovered the subscription
         peer.publish(rgb, labels, (sec, 0))
         peer.wait_outputs((sec, 0))
-        peer.spin_until(lambda: overlays or peer.latest_diagnostics()["overlays_published"] == "0", 10,
+        peer.spin_until(lambda: overlays or peer.latest_diagnostics()["overlays_published"] == 0, 10,
                         "an overlay or a frame without one")
         if overlays:
             break
@@ -184,7 +184,7 @@ def test_overlay_only_while_someone_listens(session):
     assert overlays[-1].encoding == "rgb8" and overlay.shape == rgb.shape
     assert (overlays[-1].header.stamp.sec, overlays[-1].header.frame_id) == (sec, "camera")
     assert not np.array_equal(overlay, rgb), "class colours are blended in"
-    assert peer.latest_diagnostics()["overlays_published"] == "1"
+    assert peer.latest_diagnostics()["overlays_published"] == 1
     peer.node.destroy_subscription(sub)
 
 
@@ -241,10 +241,17 @@ def test_bad_frames_are_dropped_counted_and_the_node_goes_on(session):
 
 def test_diagnostics_report_rates_latencies_and_model(session):
     node, peer = session
+    stamp = (990, 0)
+    rgb, labels = scene(7)
+    peer.publish(rgb, labels, stamp)
+    peer.wait_outputs(stamp)
     values = peer.latest_diagnostics()
-    for key in ("input_rate_hz", "output_rate_hz", "dropped_frames", "dropped_bad_frames", "latency_total_ms",
-                "latency_proposals_ms", "latency_clip_ms", "latency_merge_ms", "latency_publish_ms"):
-        assert float(values[key]) >= 0, key
-    assert float(values["output_rate_hz"]) > 0 and int(values["frames_published"]) >= 3
+    stages, worst = values["latency_ms"], values["latency_max_ms"]
+    assert set(stages) == set(worst) == {"proposals", "clip", "merge", "publish", "total"}
+    assert all(worst[k] >= stages[k] for k in stages), "a maximum is never below its mean"
+    # end to end includes inference and publishing (same frames, means over the window)
+    assert stages["total"] >= stages["clip"] + stages["publish"]
+    assert values["output_rate_hz"] > 0 and values["input_rate_hz"] >= values["output_rate_hz"]
+    assert values["frames_received"] >= values["frames_published"] >= 1
     assert values["device"] == "cpu" and values["model"].startswith("maskclip-ros-test-tiny")
     assert int(values["vocabulary_version"]) == peer.vocabularies[-1].version

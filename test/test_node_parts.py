@@ -9,16 +9,15 @@ import rclpy
 import torch
 from rcl_interfaces.msg import ParameterType
 
-from maskclip_ros.config import load_params
+from maskclip_ros.config import flatten, nest, read_yaml, shipped_config
 from maskclip_ros.model.panoptic import SegmentInfo
 from maskclip_ros.model.vocabulary import Vocabulary
 from maskclip_ros.pipeline import PanopticResult
 from maskclip_ros.ros import frames, messages
 from maskclip_ros.ros.bags import parse_topic_map, typestore
-from maskclip_ros.ros.client import parse_classes
-from maskclip_ros.ros.node import SegmentationNode, parameter_kind
+from maskclip_ros.ros.interface import parameter_kind, parse_diagnostics, status_name
+from maskclip_ros.ros.node import SegmentationNode
 from maskclip_ros.ros.overlay import class_colours, draw_overlay
-from maskclip_ros.config import flatten, nest
 from maskclip_ros.ros.params import descriptor, load_specs, markdown_reference
 from maskclip_ros.ros.stats import RollingStats, diagnostic_array
 
@@ -58,8 +57,12 @@ def test_a_key_without_comment_is_an_error(tmp_path):
         load_specs(parameter_kind, _write(tmp_path, "    gain: 0.5  # fine\n    count: 3\n"))
 
 
+def defaults() -> dict:
+    return read_yaml(shipped_config("default.yaml"))
+
+
 def test_flatten_and_nest_are_inverse():
-    params = load_params()
+    params = defaults()
     assert nest(flatten(params)) == params
 
 
@@ -80,7 +83,7 @@ def ros_context(ros_isolation):
 def test_node_declares_every_default_with_its_descriptor(ros_context):
     node = SegmentationNode(parameter_overrides=[rclpy.parameter.Parameter("autostart", value=False)])
     try:
-        expected = {**flatten(load_params()), "autostart": False}  # the override given above
+        expected = {**flatten(defaults()), "autostart": False}  # the override given above
         for name, default in expected.items():
             value = node.get_parameter(name).value
             assert value == (None if default == [] else default), name
@@ -156,11 +159,22 @@ def test_rolling_stats_rates_totals_and_window():
     assert stats.latencies(now=1.5)["clip"] == (17.5, 25.0)
     assert stats.rate("received", now=3.2) == 0.5, "only t=1.5 is within 2 s of 3.2"
     assert stats.total("received") == 4
-    array = diagnostic_array(stats, name="maskclip: segmentation", hardware_id="cpu",
+
+
+def test_diagnostics_keys_round_trip_through_the_one_parser():
+    stats = RollingStats(window=60.0)  # diagnostic_array reads the real clock: a window that holds "now"
+    for ms in (10.0, 30.0):
+        stats.count("received")
+        stats.latency("clip", ms)
+    stats.count("dropped")
+    array = diagnostic_array(stats, name=status_name("/ns/maskclip"), hardware_id="cpu",
                              stamp=messages.Header().stamp, info={"device": "cpu"}, problem="slow")
-    values = {kv.key: kv.value for kv in array.status[0].values}
-    assert values["frames_received"] == "4" and values["device"] == "cpu"
-    assert array.status[0].level == array.status[0].WARN and array.status[0].message == "slow"
+    assert parse_diagnostics(array, "/maskclip") is None, "another node's status"
+    values = parse_diagnostics(array, "/ns/maskclip")
+    assert values["frames_received"] == 2 and values["dropped_frames"] == 1 and values["device"] == "cpu"
+    assert values["latency_ms"]["clip"] == 20.0 and values["latency_max_ms"]["clip"] == 30.0
+    assert values["input_rate_hz"] == pytest.approx(2 / 60.0, abs=0.01)
+    assert values["level"] == 1 and values["message"] == "slow"  # 1 = DiagnosticStatus.WARN
 
 
 def _result(with_embeddings: bool) -> PanopticResult:
@@ -205,13 +219,6 @@ def test_overlay_blends_class_colours_without_touching_the_input():
     big = draw_overlay(np.zeros((60, 90, 3), np.uint8), np.ones((60, 90), np.int32), np.zeros((60, 90), np.int32),
                        [SegmentInfo(1, 0, 1.0, True, 5400, (0, 0, 90, 60))], ["cup"], alpha=0.0, labels=True)
     assert big.any(), "the class name is written"
-
-
-def test_client_class_syntax():
-    assert parse_classes(["person", "floor:stuff", "cup:thing", "a:b:stuff"]) == (
-        ["person", "floor", "cup", "a:b"], [True, False, True, False])
-    with pytest.raises(ValueError, match="suffix must be :thing or :stuff"):
-        parse_classes(["wall:things"])
 
 
 def test_bag_helpers():

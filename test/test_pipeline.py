@@ -7,28 +7,29 @@ import numpy as np
 import pytest
 import torch
 
-from maskclip_ros.config import deep_update, load_params
-from maskclip_ros.pipeline import PanopticResult, SegmentInfo, Segmenter, build_segmenter
+from maskclip_ros.pipeline import PanopticResult, SegmentInfo, Segmenter, build_segmenter, load_segmenter_config
 from maskclip_ros.proposals.base import Proposals
 from maskclip_ros.model.vocabulary import Vocabulary, VocabularyError
 from model_helpers import scene
 
-TINY_PARAMS = {"clip": {"model_name": "maskclip-ros-test-tiny", "pretrained": "", "checkpoint": "",
-                        "random_init": True, "short_side": 64},
-               "merge": {"object_mask_threshold": 0.0, "min_area": 0}}
+TINY = ["clip.model_name=maskclip-ros-test-tiny", "clip.pretrained=", "clip.checkpoint=", "clip.random_init=true",
+        "clip.short_side=64", "merge.object_mask_threshold=0.0", "merge.min_area=0"]
 
 
-def tiny_params(**sections) -> dict:
-    """The package defaults with a tiny random CLIP and no proposer (external masks)."""
-    params = deep_update(load_params(), TINY_PARAMS)
-    params.pop("proposals", None)
-    return deep_update(params, sections)
+def tiny_config(*overrides: str):
+    """The package defaults with a tiny random CLIP (and dotted overrides)."""
+    return load_segmenter_config(overrides=[*TINY, *overrides])
+
+
+def tiny_segmenter(*overrides: str) -> Segmenter:
+    """A Segmenter without a proposer (external masks)."""
+    return build_segmenter(tiny_config(*overrides), with_proposer=False)
 
 
 @pytest.fixture(scope="module")
 def segmenter() -> Segmenter:
     torch.manual_seed(0)
-    return build_segmenter(tiny_params())
+    return tiny_segmenter()
 
 
 def check_consistent(result: PanopticResult, image: np.ndarray) -> None:
@@ -121,29 +122,27 @@ def test_vocabularies_are_validated_versioned_and_swapped_whole(segmenter):
 
 def test_build_segmenter_checks_device_and_precision():
     with pytest.raises(ValueError, match="CUDA"):
-        build_segmenter(tiny_params(), precision="fp16")
+        tiny_segmenter("precision=fp16")
     with pytest.raises(ValueError, match="precision"):
-        build_segmenter(tiny_params(), precision="int8")
+        tiny_segmenter("precision=int8")
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
-            build_segmenter(tiny_params(), device="cuda")
+            tiny_segmenter("device=cuda")
     with pytest.raises(ValueError, match="device"):
-        build_segmenter(tiny_params(), device="tpu")
+        tiny_segmenter("device=tpu")
 
 
 def test_build_segmenter_reports_missing_checkpoint(tmp_path):
-    params = tiny_params(clip={"random_init": False, "checkpoint": str(tmp_path / "nope.pt")})
     with pytest.raises(FileNotFoundError, match="nope.pt"):
-        build_segmenter(params)
-    params = tiny_params(maskclip={"mode": "rma", "rma_checkpoint": str(tmp_path / "rma.pt")})
+        tiny_segmenter("clip.random_init=false", f"clip.checkpoint={tmp_path / 'nope.pt'}")
     with pytest.raises(FileNotFoundError, match="rma.pt"):
-        build_segmenter(params)
+        tiny_segmenter("maskclip.mode=rma", f"maskclip.rma_checkpoint={tmp_path / 'rma.pt'}")
 
 
 @pytest.mark.parametrize("mode", ["crop", "tokens", "rma"])
 def test_every_mode_segments(mode):
     torch.manual_seed(0)
-    seg = build_segmenter(tiny_params(maskclip={"mode": mode, "rma_no_object": False}))
+    seg = tiny_segmenter(f"maskclip.mode={mode}", "maskclip.rma_no_object=false")
     image, masks = scene(40, 56, seed=4)
     result = seg.segment(image, seg.make_vocabulary(["a", "b", "c"], [True, False, False]), external_masks=masks)
     check_consistent(result, image)
@@ -152,16 +151,15 @@ def test_every_mode_segments(mode):
 
 def test_build_segmenter_with_configured_proposers():
     torch.manual_seed(0)
-    params = deep_update(load_params(), TINY_PARAMS)
     image, masks = scene(60, 80, seed=5)
-    regions = build_segmenter(deep_update(params, {"proposals": {"backend": "regions", "max_proposals": 8,
-                                                                 "min_area": 20}}))
+    regions = build_segmenter(tiny_config("proposals.backend=regions", "proposals.max_proposals=8",
+                                          "proposals.min_area=20"))
     vocabulary = regions.make_vocabulary(["a", "b"], [True, False])
     result = regions.segment(image, vocabulary)
     check_consistent(result, image)
     assert result.timings_ms["proposals"] > 0
-    external = build_segmenter(deep_update(params, {"proposals": {"backend": "external", "max_proposals": 1,
-                                                                  "min_area": 0}}))
+    external = build_segmenter(tiny_config("proposals.backend=external", "proposals.max_proposals=1",
+                                           "proposals.min_area=0"))
     with pytest.raises(ValueError, match="external"):
         external.segment(image, vocabulary)
     one = external.segment(image, vocabulary, external_masks=masks)  # max_proposals applies: first mask only

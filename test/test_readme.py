@@ -4,7 +4,7 @@ import ast
 import re
 from pathlib import Path
 
-from maskclip_ros.ros import node, reference
+from maskclip_ros.ros import interface as node, reference
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text(encoding="utf-8")
@@ -24,7 +24,7 @@ def test_reference_lists_exactly_the_node_topics():
 def test_every_parameter_and_message_field_is_in_the_readme():
     from maskclip_ros.ros.params import load_specs
 
-    for spec in load_specs(node.parameter_kind):
+    for spec in load_specs():
         assert f"`{spec.name}`" in README, spec.name
     for path in [*(REPO / "msg").glob("*.msg"), *(REPO / "srv").glob("*.srv")]:
         for line in path.read_text().splitlines():

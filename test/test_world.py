@@ -52,7 +52,7 @@ def test_coco_panoptic_valid(written):
         stuff_cats = [s["category_id"] for s in sample.segments if not s["isthing"]]
         assert len(stuff_cats) == len(set(stuff_cats)), "one segment per stuff class"
         assert sum(1 for s in sample.segments if s["isthing"]) >= 1
-        for seg, mask in zip(sample.segments, segment_masks(sample)):
+        for seg, mask in zip(sample.segments, segment_masks(sample.panoptic, ids)):
             assert seg["area"] == int(mask.sum()) > 0
             ys, xs = np.nonzero(mask)
             assert seg["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
@@ -94,7 +94,7 @@ def test_context_classes_stand_on_their_stuff():
 
 
 def test_things_are_large_enough_and_varied():
-    cfg = world.WorldConfig.load()
+    cfg = world.default_world_config()
     scene = world.generate_scene(5, 0, cfg)
     things = [s for s in scene.segments if s["isthing"]]
     assert len(things) >= cfg.min_things

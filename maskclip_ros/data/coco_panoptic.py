@@ -81,25 +81,9 @@ class PanopticDataset:
         segments = [dict(s, isthing=self._isthing[s["category_id"]]) for s in ann["segments_info"]]
         return PanopticSample(ann["image_id"], meta["file_name"], image, panoptic, segments)
 
-    @property
-    def class_names(self) -> list[str]:
-        """Category names in category order."""
-        return [c["name"] for c in self.categories]
 
-    @property
-    def is_thing(self) -> list[bool]:
-        """isthing flag per category, in category order."""
-        return [bool(c.get("isthing", 0)) for c in self.categories]
-
-    def split_of(self, category_id: int) -> str:
-        """"base" or "novel" for a category (datasets without a split: everything is "base")."""
-        for c in self.categories:
-            if c["id"] == category_id:
-                return c.get("split", "base")
-        raise KeyError(category_id)
-
-
-def segment_masks(sample: PanopticSample) -> np.ndarray:
-    """Binary masks of a sample's segments, (S, H, W) bool, row i <-> sample.segments[i]."""
-    ids = np.asarray([s["id"] for s in sample.segments], np.int32)
-    return sample.panoptic[None] == ids[:, None, None]
+def segment_masks(panoptic: np.ndarray, ids) -> np.ndarray:
+    """Binary masks of segments of a panoptic id image: (H, W) ids, K segment ids -> (K, H, W) bool
+    (row k <-> ids[k]; a (0, H, W) array for no ids)."""
+    ids = np.asarray(list(ids), dtype=panoptic.dtype if np.issubdtype(panoptic.dtype, np.integer) else np.int64)
+    return panoptic[None] == ids[:, None, None]

@@ -23,15 +23,17 @@ Every scene is a pure function of ``(seed, index, cfg)``: same arguments, same b
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-import yaml
 
-CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "world.yaml"
+from maskclip_ros import config
+
+CONFIG_FILE = "world.yaml"
 
 SHAPES = ("ring", "cross", "star", "triangle", "square", "crescent")
 CONTEXT_SHAPE = "dome"
@@ -63,18 +65,19 @@ class WorldConfig:
     context_purity: float  # fraction of a context thing on its defining stuff
     placement_tries: int   # placements tried per thing
 
-    @classmethod
-    def load(cls, path: str | Path | None = None, **overrides) -> "WorldConfig":
-        """Read the ``world`` section of a YAML file (default config/world.yaml), then apply overrides."""
-        values = load_yaml_section("world", path)
-        values.update(overrides)
-        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
+
+@dataclass(frozen=True)
+class MakeWorldConfig:
+    """The ``make_world`` section of config/world.yaml (`maskclip-ros make-world`)."""
+    num_images: int        # scenes written
+    seed: int              # world seed
+    split: str             # split name (directory and JSON names)
 
 
-def load_yaml_section(section: str, path: str | Path | None = None) -> dict:
-    """One top-level section of config/world.yaml (or another file) as a dict."""
-    with open(path or CONFIG_PATH, encoding="utf-8") as f:
-        return dict(yaml.safe_load(f)[section])
+@functools.lru_cache(maxsize=1)
+def default_world_config() -> WorldConfig:
+    """The ``world`` section of config/world.yaml (read once; change fields with dataclasses.replace)."""
+    return config.load_one(WorldConfig, CONFIG_FILE, section="world")
 
 
 @dataclass(frozen=True)
@@ -92,10 +95,9 @@ class Scene:
     description: str
 
 
-def categories(cfg: WorldConfig | None = None) -> list[dict]:
+def categories() -> list[dict]:
     """COCO panoptic categories: things first (ids 1..8), then stuff; each with ``isthing`` and ``split``
     ("base" | "novel") and a display colour."""
-    del cfg  # the category set does not depend on the layout parameters
     names = [(n, 1) for n in THING_CLASSES] + [(n, 0) for n in STUFF]
     palette = _palette(len(names))
     return [{"id": i + 1, "name": n, "isthing": t, "supercategory": "thing" if t else "stuff",
@@ -245,7 +247,7 @@ def _visible_after(visible: np.ndarray, instance: int, lost: int, cfg: WorldConf
 
 def generate_scene(seed: int, index: int, cfg: WorldConfig | None = None) -> Scene:
     """Draw scene ``index`` of the world ``seed`` (deterministic: same arguments, same bytes)."""
-    cfg = cfg or WorldConfig.load()
+    cfg = cfg or default_world_config()
     rng = np.random.default_rng([seed, index])
     h, w = cfg.height, cfg.width
     regions, stuff_names = _stuff_layout(rng, cfg)
@@ -355,7 +357,7 @@ def write_world(out_dir: str | Path, num_images: int, seed: int, split: str = "v
     ``<out>/panoptic_<split>.json`` with images, annotations (segments_info), categories (isthing, split)
     and ``info`` holding the seed, the layout config and the base/novel class lists.
     """
-    cfg = cfg or WorldConfig.load()
+    cfg = cfg or default_world_config()
     out = Path(out_dir)
     (out / split).mkdir(parents=True, exist_ok=True)
     (out / f"panoptic_{split}").mkdir(parents=True, exist_ok=True)
@@ -368,7 +370,7 @@ def write_world(out_dir: str | Path, num_images: int, seed: int, split: str = "v
         images.append({"id": index, "file_name": f"{name}.png", "width": cfg.width, "height": cfg.height,
                        "description": scene.description})
         annotations.append({"image_id": index, "file_name": f"{name}.png", "segments_info": scene.segments})
-    cats = categories(cfg)
+    cats = categories()
     info = {"description": "maskclip_ros generated world", "seed": seed, "split": split,
             "world_config": dataclasses.asdict(cfg),
             "base_classes": [c["name"] for c in cats if c["split"] == "base"],

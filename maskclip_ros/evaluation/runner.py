@@ -10,23 +10,36 @@ class probability.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from maskclip_ros.data.coco_panoptic import PanopticDataset, PanopticSample
+from maskclip_ros.data.coco_panoptic import PanopticDataset, PanopticSample, segment_masks
 from maskclip_ros.evaluation.metrics import (InstanceEvaluator, PanopticEvaluator, SemanticEvaluator,
                                              categories_from_coco)
 
 PROPOSAL_SOURCES = ("backend", "gt")
 
 
+@dataclass(frozen=True)
+class EvalConfig:
+    """The ``eval`` section of config/train.yaml (documented there)."""
+    proposals: str      # backend (proposals.backend) or gt (ground-truth masks)
+    max_images: int     # evaluate at most this many images (0 = all)
+    instance: bool      # also compute mask AP on thing classes
+    threads: int        # torch CPU threads (0 = torch's default)
+
+    def __post_init__(self) -> None:
+        if self.proposals not in PROPOSAL_SOURCES:
+            raise ValueError(f"eval.proposals must be one of {PROPOSAL_SOURCES}, got {self.proposals!r}")
+
+
 def gt_proposals(sample: PanopticSample) -> np.ndarray:
     """(G, H, W) float32 masks of the sample's non-crowd segments (the paper's GT-mask ablation)."""
     ids = [s["id"] for s in sample.segments if not s.get("iscrowd", 0)]
-    if not ids:
-        return np.zeros((0, *sample.panoptic.shape), np.float32)
-    return (sample.panoptic[None] == np.asarray(ids)[:, None, None]).astype(np.float32)
+    return segment_masks(sample.panoptic, ids).astype(np.float32)
 
 
 def evaluate(dataset: PanopticDataset, segmenter, *, proposals: str = "backend", max_images: int = 0,
@@ -55,7 +68,7 @@ def evaluate(dataset: PanopticDataset, segmenter, *, proposals: str = "backend",
         sem.update(result.panoptic, pred_segments, sample.panoptic, gt_segments)
         if inst is not None:
             things = [s for s in result.segments if s.is_thing]
-            masks = result.panoptic[None] == np.asarray([s.id for s in things], np.int32)[:, None, None]
+            masks = segment_masks(result.panoptic, [s.id for s in things])
             inst.update(masks, [cats[s.class_index].id for s in things], [s.score for s in things],
                         sample.panoptic, sample.segments)
         for k, v in result.timings_ms.items():
@@ -63,6 +76,48 @@ def evaluate(dataset: PanopticDataset, segmenter, *, proposals: str = "backend",
     return {"panoptic": pan.compute(), "semantic": sem.compute(),
             "instance": inst.compute() if inst is not None else None, "images": n,
             "seconds_per_image": (time.perf_counter() - started) / max(n, 1), "timings_ms": timings}
+
+
+def evaluate_variants(data: str, split: str, layout: str, variants: list[tuple[str, list[str]]], *,
+                      params_files=(), side_files=(), sets=(), progress: bool = True) -> dict[str, dict]:
+    """Evaluate each named variant (a list of dotted overrides on top of ``sets``) on one dataset:
+    ``{name: evaluate(...) + settings}``. Settings come from config/default.yaml (+ params files) and
+    the eval section of config/train.yaml (+ side files)."""
+    import json
+
+    import torch
+
+    from maskclip_ros import config
+    from maskclip_ros.config import to_dict
+    from maskclip_ros.pipeline import PARAMS_FILE, SegmenterConfig, build_segmenter
+
+    dataset = PanopticDataset.from_layout(data, split, layout)
+    results = {}
+    for name, extra in variants:
+        cfg = config.load({"model": config.Source(SegmenterConfig, PARAMS_FILE, tuple(params_files), partial=True),
+                           "eval": config.Source(EvalConfig, "train.yaml", tuple(side_files), section="eval")},
+                          [*sets, *extra])
+        ev = cfg["eval"]
+        if ev.threads > 0:
+            torch.set_num_threads(ev.threads)
+        segmenter = build_segmenter(cfg["model"], with_proposer=ev.proposals == "backend")
+        results[name] = evaluate(dataset, segmenter, proposals=ev.proposals, max_images=ev.max_images,
+                                 instance=ev.instance, progress=progress)
+        results[name]["settings"] = {"sets": [*sets, *extra], "maskclip": to_dict(cfg["model"].maskclip)}
+        print(f"{name}: " + json.dumps(results[name]["panoptic"]["all"]), flush=True)
+    return results
+
+
+def write_results(results: dict[str, dict], out: Path) -> None:
+    """``results.json`` and ``results.md`` (a comparison table and per-variant details) in ``out``."""
+    import json
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    markdown = "## Summary\n\n" + comparison_markdown(results) + "\n" + \
+        "\n".join(detail_markdown(name, r) for name, r in results.items())
+    (out / "results.md").write_text(markdown)
+    print(comparison_markdown(results))
 
 
 # ------------------------------------------------------------------------------------------- markdown

@@ -4,7 +4,8 @@ models, and RMA checkpoints. Nothing else in the project opens a weights file or
 * Custom open_clip configs in ``maskclip_ros/assets/clip_configs/*.json`` are registered with
   ``open_clip.add_model_config``, so ``clip.model_name`` can name them.
 * Downloads happen only with ``clip.allow_download: true``. Otherwise a pretrained tag must already be in
-  the local open_clip / Hugging Face cache (``HF_HUB_OFFLINE`` is set), else a clear error says what to do.
+  the local open_clip / Hugging Face cache, else a clear error says what to do (no network call is made:
+  the cached file is found first, and the tokenizer is built with ``HF_HUB_OFFLINE`` set for that call only).
 * Local checkpoints are ``torch.save``-d state dicts (fp16 allowed: floating tensors are cast to fp32),
   loaded with ``weights_only=True``; relative paths resolve against the package's assets directory.
 * RMA checkpoints hold only the added parameters plus their ``RMAConfig``; a checkpoint for another CLIP
@@ -12,6 +13,7 @@ models, and RMA checkpoints. Nothing else in the project opens a weights file or
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -20,13 +22,12 @@ from typing import Any, Mapping
 
 import torch
 
-from maskclip_ros.config import from_section, section
+from maskclip_ros.config import ASSETS_DIR, asset
 from maskclip_ros.model.maskclip import MaskCLIP, MaskCLIPConfig
 from maskclip_ros.model.rma import RelativeMaskAttention, RMAConfig, default_block_indices, parse_layers
 from maskclip_ros.model.tower import ClipTower
 
 LOG = logging.getLogger(__name__)
-ASSETS_DIR = Path(__file__).resolve().parents[1] / "assets"
 CLIP_CONFIG_DIR = ASSETS_DIR / "clip_configs"
 RMA_CHECKPOINT_FORMAT = "maskclip_ros.rma/1"
 FINGERPRINT_SIZE = 8  # class-embedding values stored with RMA checkpoints to identify the CLIP weights
@@ -63,16 +64,6 @@ def register_asset_configs() -> None:
         open_clip.add_model_config(CLIP_CONFIG_DIR)
 
 
-def resolve_asset_path(path: str | os.PathLike) -> Path:
-    """Absolute paths stay; relative ones resolve against the package's assets directory (if it exists
-    there), else against the working directory."""
-    path = Path(os.path.expanduser(str(path)))
-    if path.is_absolute():
-        return path
-    in_assets = ASSETS_DIR / path
-    return in_assets if in_assets.exists() else path.resolve()
-
-
 # ------------------------------------------------------------------------------------------- CLIP
 def build_clip(cfg: ClipConfig, device: str | torch.device = "cpu") -> ClipTower:
     """Build the frozen CLIP tower described by ``cfg`` on ``device`` (weights in fp32).
@@ -85,20 +76,65 @@ def build_clip(cfg: ClipConfig, device: str | torch.device = "cpu") -> ClipTower
     if cfg.model_name not in open_clip.list_models():
         raise ValueError(f"unknown open_clip model {cfg.model_name!r}: use a built-in name (e.g. ViT-B-16) or put "
                          f"its config json into {CLIP_CONFIG_DIR}")
-    if not cfg.allow_download:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if cfg.checkpoint:
-        clip = open_clip.create_model(cfg.model_name, pretrained=None, device="cpu")
-        load_clip_state_dict(clip, resolve_asset_path(cfg.checkpoint))
+        path = asset(cfg.checkpoint)
+        clip = _create_unloaded(cfg.model_name)
+        load_clip_state_dict(clip, path)
+        LOG.info("CLIP %s: weights from %s", cfg.model_name, path)
     elif cfg.pretrained:
         clip = _create_pretrained(cfg)
+        LOG.info("CLIP %s: pretrained weights %s", cfg.model_name, cfg.pretrained)
     else:
         LOG.warning("CLIP %s is randomly initialised (clip.random_init: true): fine for tests, useless for "
                     "recognition", cfg.model_name)
-        clip = open_clip.create_model(cfg.model_name, pretrained=None, device="cpu")
-    tokenizer = open_clip.get_tokenizer(cfg.model_name)
+        clip = _create_unloaded(cfg.model_name)
+    with _hub_offline(not cfg.allow_download):
+        tokenizer = open_clip.get_tokenizer(cfg.model_name)
     return ClipTower(clip=clip, tokenizer=tokenizer, model_name=cfg.model_name,
                      short_side=cfg.short_side).to(device)
+
+
+class _DropRandomInitNotice(logging.Filter):
+    """Hides open_clip's "No pretrained weights loaded ... initialized randomly" line: the factory loads the
+    weights itself right afterwards (or says itself that they are random)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+def create_clip_model(model_name: str) -> torch.nn.Module:
+    """A randomly initialised open_clip model (a built-in name or a config in assets/clip_configs/), e.g.
+    to train from scratch; ``load_clip_state_dict`` loads weights into it. Never downloads."""
+    register_asset_configs()
+    return _create_unloaded(model_name)
+
+
+def _create_unloaded(model_name: str) -> torch.nn.Module:
+    """An open_clip model without weights (the caller loads them), without open_clip's misleading notice."""
+    import open_clip
+
+    notice = _DropRandomInitNotice()
+    root = logging.getLogger()
+    root.addFilter(notice)
+    try:
+        return open_clip.create_model(model_name, pretrained=None, device="cpu")
+    finally:
+        root.removeFilter(notice)
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool):
+    """``HF_HUB_OFFLINE=1`` for the duration of the block only (restored afterwards)."""
+    saved = os.environ.get("HF_HUB_OFFLINE")
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved
 
 
 def load_clip_state_dict(clip: torch.nn.Module, path: Path) -> None:
@@ -168,18 +204,14 @@ def _cached_pretrained_file(tag_cfg: Mapping[str, Any], cache_dir: str | None) -
 
 
 # ------------------------------------------------------------------------------------ MaskCLIP
-def build_maskclip(params: Mapping[str, Any], device: str | torch.device = "cpu",
-                   tower: ClipTower | None = None) -> MaskCLIP:
-    """MaskCLIP from the ``clip`` and ``maskclip`` params sections (``tower`` reuses an existing CLIP).
+def build_maskclip(mcfg: MaskCLIPConfig, tower: ClipTower) -> MaskCLIP:
+    """MaskCLIP in mode ``mcfg.mode`` on a built CLIP tower (``build_clip``), on the tower's device.
 
     In ``rma`` mode the RMA parameters come from ``maskclip.rma_checkpoint`` or, when that is "", start
     untrained (equal to ``tokens``)."""
-    mcfg = from_section(MaskCLIPConfig, section(params, "maskclip"), "maskclip")
-    if tower is None:
-        tower = build_clip(from_section(ClipConfig, section(params, "clip"), "clip"), device)
     rma = None
     if mcfg.mode == "rma":
-        rma = (load_rma_checkpoint(resolve_asset_path(mcfg.rma_checkpoint), tower, mcfg)
+        rma = (load_rma_checkpoint(asset(mcfg.rma_checkpoint), tower, mcfg)
                if mcfg.rma_checkpoint else RelativeMaskAttention(rma_config_for(tower, mcfg)))
     return MaskCLIP(tower=tower, mode=mcfg.mode, mask_threshold=mcfg.mask_threshold,
                     crop_batch_size=mcfg.crop_batch_size, crop_size=mcfg.crop_size, rma=rma).to(tower.device)

@@ -18,6 +18,7 @@ import torch
 from maskclip_ros.model.tower import ClipTower
 
 TEMPLATE_SLOT = "{}"
+KIND_SUFFIXES = {":thing": True, ":stuff": False}  # optional suffix of a requested class name
 
 
 class VocabularyError(ValueError):
@@ -30,15 +31,20 @@ class VocabularyError(ValueError):
 
 @dataclass(frozen=True)
 class VocabularyConfig:
-    """The ``vocabulary`` section's model-side keys (config/default.yaml documents every field)."""
+    """The ``vocabulary`` section (config/default.yaml documents every field): the initial vocabulary,
+    the prompt templates and the limits every requested vocabulary must respect. The initial names and
+    flags are checked when a vocabulary is built from them (``build_vocabulary``), not here."""
 
-    prompt_templates: tuple[str, ...]
-    max_classes: int
-    max_name_length: int
-    embedding_cache_size: int
+    class_names: tuple[str, ...]      # the initial classes
+    is_thing: tuple[bool, ...]        # per initial class: thing (True) or stuff (False)
+    prompt_templates: tuple[str, ...]  # templates averaged into each class's text embedding
+    max_classes: int                  # most classes a vocabulary may have
+    max_name_length: int              # longest class name in characters
+    embedding_cache_size: int         # text embeddings kept in the cache
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "prompt_templates", tuple(self.prompt_templates))
+        for name in ("class_names", "is_thing", "prompt_templates"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
         validate_templates(self.prompt_templates)
 
 
@@ -79,7 +85,7 @@ def validate_templates(templates: Sequence[str]) -> tuple[str, ...]:
         raise VocabularyError("no prompt templates given")
     bad = [t for t in templates if not isinstance(t, str) or t.count(TEMPLATE_SLOT) != 1]
     if bad:
-        raise VocabularyError(f"prompt templates need exactly one '{{}}' slot: {bad}")
+        raise VocabularyError(f"prompt templates need exactly one '{{}}' slot: {_short([str(t) for t in bad])}")
     return templates
 
 
@@ -102,16 +108,52 @@ def validate_vocabulary(class_names: Iterable[str], is_thing: Iterable[bool] | N
         raise VocabularyError(f"{len(names)} classes exceed the maximum of {config.max_classes}")
     too_long = [n for n in names if len(n) > config.max_name_length]
     if too_long:
-        raise VocabularyError(f"class names longer than {config.max_name_length} characters: {too_long[:3]}")
+        raise VocabularyError(f"class names longer than {config.max_name_length} characters: {_short(too_long)}")
     seen: dict[str, str] = {}
     for n in names:
         if n.lower() in seen:
-            raise VocabularyError(f"duplicate class name {n!r}")
+            raise VocabularyError(f"duplicate class name {_short([n])}")
         seen[n.lower()] = n
     flags = tuple(True for _ in names) if is_thing is None else tuple(is_thing)
     if len(flags) != len(names):
         raise VocabularyError(f"{len(flags)} thing/stuff flags for {len(names)} class names")
     return tuple(names), tuple(bool(f) for f in flags)
+
+
+def split_kind_suffixes(class_names: Iterable[str], is_thing: Iterable[bool] | None = None
+                        ) -> tuple[list[str], list[bool] | None]:
+    """The one rule for thing/stuff suffixes, shared by the service, the parameters and the CLI.
+
+    A requested name may end in ``:thing`` or ``:stuff``; the suffix is removed from the name. Another
+    word after a last colon (``wall:things``) is refused as a mistyped suffix; any other colon belongs to
+    the name (``ratio 1:2``). Flags: ``is_thing`` when given (one per class; a suffix that contradicts its
+    flag is refused), else the suffixes (a name without one is a thing) when any name has one, else None
+    (``validate_vocabulary``'s default: all things). Raises VocabularyError(reason)."""
+    names, suffix_flags = [], []
+    for raw in class_names:
+        if not isinstance(raw, str):
+            raise VocabularyError("class names must be strings")
+        suffix = next((s for s in KIND_SUFFIXES if raw.endswith(s)), None)
+        tail = raw.rpartition(":")[2]
+        if suffix is None and ":" in raw and tail.isalpha():
+            raise VocabularyError(f"{_short([raw])}: the suffix must be :thing or :stuff")
+        names.append(raw[: -len(suffix)] if suffix else raw)
+        suffix_flags.append(KIND_SUFFIXES[suffix] if suffix else None)
+    flags = None if is_thing is None else [bool(f) for f in is_thing]
+    if flags:
+        clash = [raw for raw, f, s in zip(class_names, flags, suffix_flags) if s is not None and s != f]
+        if len(flags) == len(names) and clash:
+            raise VocabularyError(f"suffix and is_thing disagree for {_short(clash)}")
+        return names, flags
+    if any(f is not None for f in suffix_flags):
+        return names, [True if f is None else f for f in suffix_flags]
+    return names, None
+
+
+def _short(items: Sequence[str], count: int = 3, length: int = 40) -> str:
+    """A few items, each cut to ``length`` characters: refusal messages stay short however long the input."""
+    shown = [repr(i if len(i) <= length else i[:length] + "...") for i in list(items)[:count]]
+    return ", ".join(shown) + (f" and {len(items) - count} more" if len(items) > count else "")
 
 
 class TextEmbedder:

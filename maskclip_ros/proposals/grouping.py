@@ -165,68 +165,59 @@ class Weights:
     edge_scale: float  # mean edge strength (0..1) at which the edge term reaches 0
 
 
-def group(leaves: Leaves, weights: Weights) -> Hierarchy:
-    """Greedy hierarchical grouping of the leaves (most similar adjacent pair first) -> Hierarchy.
+class _Regions:
+    """Statistics of every region of a grouping (leaves 0..n-1, merged regions n..2n-2) and the adjacency
+    between live regions; ``merge`` forms region k from two live ones."""
 
-    Deterministic: ties are broken by region ids. Runs until no adjacent pair is left (one region per
-    connected component of the adjacency graph; a label map has one).
-    """
-    n = len(leaves.size)
-    total = 2 * n - 1
-    image_area = float(leaves.size.sum())
-    size = np.zeros(total); size[:n] = leaves.size
-    box = np.zeros((total, 4)); box[:n] = leaves.box
-    colour = np.zeros((total, leaves.colour.shape[1])); colour[:n] = leaves.colour
-    texture = np.zeros((total, leaves.texture.shape[1])); texture[:n] = leaves.texture
-    children = np.full((total, 2), -1, np.int64)
-    perimeter = np.zeros(total); edge_sum = np.zeros(total)
-    merge_similarity = np.ones(total)
-    np.add.at(perimeter, leaves.pairs.ravel(), np.repeat(leaves.boundary, 2))
-    np.add.at(edge_sum, leaves.pairs.ravel(), np.repeat(leaves.strength, 2))
+    def __init__(self, leaves: Leaves, weights: Weights) -> None:
+        n = len(leaves.size)
+        total = 2 * n - 1
+        self.n, self.weights, self.image_area = n, weights, float(leaves.size.sum())
+        self.total_weight = weights.colour + weights.texture + weights.size + weights.fill + weights.edge
+        if self.total_weight <= 0:
+            raise ValueError("the similarity weights must not all be zero")
+        self.size = np.zeros(total); self.size[:n] = leaves.size
+        self.box = np.zeros((total, 4)); self.box[:n] = leaves.box
+        self.colour = np.zeros((total, leaves.colour.shape[1])); self.colour[:n] = leaves.colour
+        self.texture = np.zeros((total, leaves.texture.shape[1])); self.texture[:n] = leaves.texture
+        self.children = np.full((total, 2), -1, np.int64)
+        self.perimeter, self.edge_sum = np.zeros(total), np.zeros(total)
+        self.merge_similarity = np.ones(total)
+        np.add.at(self.perimeter, leaves.pairs.ravel(), np.repeat(leaves.boundary, 2))
+        np.add.at(self.edge_sum, leaves.pairs.ravel(), np.repeat(leaves.strength, 2))
+        self.links: list[dict[int, list[float]]] = [dict() for _ in range(total)]  # neighbour -> [length, strength]
+        for (i, j), length, strength in zip(leaves.pairs.tolist(), leaves.boundary.tolist(),
+                                            leaves.strength.tolist()):
+            self.links[i][j] = self.links[j][i] = [length, strength]
 
-    links: list[dict[int, list[float]]] = [dict() for _ in range(total)]  # neighbour -> [length, strength]
-    for (i, j), length, strength in zip(leaves.pairs.tolist(), leaves.boundary.tolist(), leaves.strength.tolist()):
-        links[i][j] = links[j][i] = [length, strength]
-
-    total_weight = weights.colour + weights.texture + weights.size + weights.fill + weights.edge
-    if total_weight <= 0:
-        raise ValueError("the similarity weights must not all be zero")
-
-    def similarity(r: int, others: list[int]) -> np.ndarray:  # (k,) in [0, 1]
-        o = np.asarray(others)
+    def similarity(self, r: int, others: list[int]) -> np.ndarray:
+        """(k,) similarity in [0, 1] of region r with each of its neighbours ``others``."""
+        o, w, box = np.asarray(others), self.weights, self.box
         joint = np.concatenate([np.minimum(box[o, :2], box[r, :2]), np.maximum(box[o, 2:], box[r, 2:])], 1)
         joint_area = (joint[:, 2] - joint[:, 0]) * (joint[:, 3] - joint[:, 1])
-        shared = np.array([links[r][c] for c in others])  # (k, 2) boundary length, edge strength sum
+        shared = np.array([self.links[r][c] for c in others])  # (k, 2) boundary length, edge strength sum
         mean_edge = shared[:, 1] / np.maximum(shared[:, 0], 1.0)
-        return (weights.colour * np.minimum(colour[o], colour[r]).sum(1)
-                + weights.texture * np.minimum(texture[o], texture[r]).sum(1)
-                + weights.size * (1.0 - (size[o] + size[r]) / image_area)
-                + weights.fill * (1.0 - (joint_area - size[o] - size[r]) / image_area)
-                + weights.edge * np.clip(1.0 - mean_edge / weights.edge_scale, 0.0, 1.0)) / total_weight
+        size = self.size
+        return (w.colour * np.minimum(self.colour[o], self.colour[r]).sum(1)
+                + w.texture * np.minimum(self.texture[o], self.texture[r]).sum(1)
+                + w.size * (1.0 - (size[o] + size[r]) / self.image_area)
+                + w.fill * (1.0 - (joint_area - size[o] - size[r]) / self.image_area)
+                + w.edge * np.clip(1.0 - mean_edge / w.edge_scale, 0.0, 1.0)) / self.total_weight
 
-    heap: list[tuple[float, int, int]] = []
-    for i in range(n):
-        others = [j for j in links[i] if j > i]
-        if others:
-            for j, s in zip(others, similarity(i, others).tolist()):
-                heap.append((-s, i, j))
-    heapq.heapify(heap)
-    alive = np.zeros(total, bool); alive[:n] = True
-    k = n
-    while heap:
-        neg_s, a, b = heapq.heappop(heap)
-        if not (alive[a] and alive[b]):
-            continue
-        shared_length, shared_strength = links[a][b]
+    def merge(self, a: int, b: int, k: int, similarity: float) -> list[int]:
+        """Region k := a + b (statistics, adjacency); returns k's neighbours, sorted."""
+        shared_length, shared_strength = self.links[a][b]
+        size = self.size
         size[k] = size[a] + size[b]
-        box[k, :2] = np.minimum(box[a, :2], box[b, :2]); box[k, 2:] = np.maximum(box[a, 2:], box[b, 2:])
-        colour[k] = (colour[a] * size[a] + colour[b] * size[b]) / size[k]
-        texture[k] = (texture[a] * size[a] + texture[b] * size[b]) / size[k]
-        perimeter[k] = perimeter[a] + perimeter[b] - 2 * shared_length
-        edge_sum[k] = edge_sum[a] + edge_sum[b] - 2 * shared_strength
-        children[k] = (a, b)
-        merge_similarity[k] = -neg_s
-        alive[a] = alive[b] = False; alive[k] = True
+        self.box[k, :2] = np.minimum(self.box[a, :2], self.box[b, :2])
+        self.box[k, 2:] = np.maximum(self.box[a, 2:], self.box[b, 2:])
+        self.colour[k] = (self.colour[a] * size[a] + self.colour[b] * size[b]) / size[k]
+        self.texture[k] = (self.texture[a] * size[a] + self.texture[b] * size[b]) / size[k]
+        self.perimeter[k] = self.perimeter[a] + self.perimeter[b] - 2 * shared_length
+        self.edge_sum[k] = self.edge_sum[a] + self.edge_sum[b] - 2 * shared_strength
+        self.children[k] = (a, b)
+        self.merge_similarity[k] = similarity
+        links = self.links
         for old in (a, b):
             for c, (length, strength) in links[old].items():
                 if c in (a, b):
@@ -237,14 +228,44 @@ def group(leaves: Leaves, weights: Weights) -> Hierarchy:
             links[old] = {}
         for c, stats in links[k].items():
             links[c][k] = stats
-        others = sorted(links[k])
+        return sorted(links[k])
+
+    def hierarchy(self, used: int) -> Hierarchy:
+        """The Hierarchy of the first ``used`` regions."""
+        n, perimeter = self.n, self.perimeter[:used]
+        contrast = np.where(perimeter > 0, self.edge_sum[:used] / np.maximum(perimeter, 1.0), 0.0)
+        absorbed = np.full(used, np.nan)
+        absorbed[self.children[n:used].ravel()] = np.repeat(self.merge_similarity[n:used], 2)
+        return Hierarchy(n, self.children[:used], self.size[:used], self.box[:used], perimeter, contrast,
+                         self.merge_similarity[:used], absorbed)
+
+
+def group(leaves: Leaves, weights: Weights) -> Hierarchy:
+    """Greedy hierarchical grouping of the leaves (most similar adjacent pair first) -> Hierarchy.
+
+    Deterministic: ties are broken by region ids. Runs until no adjacent pair is left (one region per
+    connected component of the adjacency graph; a label map has one).
+    """
+    regions = _Regions(leaves, weights)
+    n = regions.n
+    heap: list[tuple[float, int, int]] = []
+    for i in range(n):
+        others = [j for j in regions.links[i] if j > i]
         if others:
-            for c, s in zip(others, similarity(k, others).tolist()):
+            heap += [(-s, i, j) for j, s in zip(others, regions.similarity(i, others).tolist())]
+    heapq.heapify(heap)
+    alive = np.zeros(2 * n - 1, bool)
+    alive[:n] = True
+    k = n
+    while heap:
+        neg_s, a, b = heapq.heappop(heap)
+        if not (alive[a] and alive[b]):
+            continue
+        others = regions.merge(a, b, k, -neg_s)
+        alive[a] = alive[b] = False
+        alive[k] = True
+        if others:
+            for c, s in zip(others, regions.similarity(k, others).tolist()):
                 heapq.heappush(heap, (-s, c, k))
         k += 1
-    used = k  # fewer than 2n - 1 when the adjacency graph is not connected
-    contrast = np.where(perimeter[:used] > 0, edge_sum[:used] / np.maximum(perimeter[:used], 1.0), 0.0)
-    absorbed = np.full(used, np.nan)
-    absorbed[children[n:used].ravel()] = np.repeat(merge_similarity[n:used], 2)
-    return Hierarchy(n, children[:used], size[:used], box[:used], perimeter[:used], contrast,
-                     merge_similarity[:used], absorbed)
+    return regions.hierarchy(k)  # fewer than 2n - 1 regions when the adjacency graph is not connected

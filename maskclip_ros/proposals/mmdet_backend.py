@@ -16,10 +16,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from maskclip_ros.config import default_params_path
+from maskclip_ros.config import resource
 from maskclip_ros.proposals.base import Proposals
 from maskclip_ros.proposals.common import check_image, scaled_size, select
 
+OUTPUT_CHUNK = 16  # masks downscaled per step (bounds the temporary full-resolution float copy)
 SETUP_HINT = "install mmdet with `make setup-mmdet` (builds mmcv with ops, then installs mmengine and mmdet)"
 
 
@@ -36,7 +37,7 @@ class MMDetConfig:
 
 def configs_dir() -> Path:
     """The shipped class-agnostic mmdet configs (config/proposals/ beside config/default.yaml)."""
-    return default_params_path().parent / "proposals"
+    return resource("config", "proposals")
 
 
 def resolve_config(path: str) -> Path:
@@ -192,7 +193,7 @@ class MMDetProposer:
                          image_size=(height, width))
 
 
-def _downscale(masks: torch.Tensor, size: tuple[int, int], chunk: int = 16) -> np.ndarray:
+def _downscale(masks: torch.Tensor, size: tuple[int, int], chunk: int = OUTPUT_CHUNK) -> np.ndarray:
     """(K, H, W) bool masks -> (K, *size) float32 numpy, area-averaged, a few at a time (bounded memory)."""
     out = np.empty((len(masks), *size), np.float32)
     for start in range(0, len(masks), chunk):
@@ -201,13 +202,3 @@ def _downscale(masks: torch.Tensor, size: tuple[int, int], chunk: int = 16) -> n
             part = F.interpolate(part, size=size, mode="area")
         out[start:start + chunk] = part[:, 0].cpu().numpy()
     return out
-
-
-def build_mmdet_proposer(params: dict, device: str = "cpu") -> MMDetProposer:
-    """MMDetProposer from the ``proposals`` params section (mmdet subsection + the shared limits)."""
-    from maskclip_ros.config import from_section, section
-
-    cfg = from_section(MMDetConfig, section(params, "mmdet"), "proposals.mmdet")
-    return MMDetProposer(model=load_mmdet_model(cfg, device), max_proposals=params["max_proposals"],
-                         min_area=params["min_area"], mask_long_side=params["mask_long_side"],
-                         score_threshold=cfg.score_threshold)

@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 import torch
 
-from maskclip_ros.config import from_section, section
 from maskclip_ros.proposals.base import Proposals
 from maskclip_ros.proposals.common import check_image, scaled_size
 from maskclip_ros.proposals.grouping import Hierarchy, Weights, consecutive, group, leaf_statistics, oversegment
@@ -26,7 +25,7 @@ COLOUR_SPACES = {"rgb": None, "hsv": cv2.COLOR_RGB2HSV_FULL, "lab": cv2.COLOR_RG
 class RegionsConfig:
     """Parameters of the regions backend (``proposals.regions`` in config/default.yaml)."""
     work_long_side: int      # long side (px) of the downscaled image the grouping runs on
-    scales: list             # Felzenszwalb scale values, one over-segmentation + hierarchy each
+    scales: tuple[float, ...]  # Felzenszwalb scale values, one over-segmentation + hierarchy each
     sigma: float             # Gaussian smoothing (px at work size) before the graph segmentation
     min_segment: int         # smallest graph-segmentation leaf (px at work size)
     colour_space: str        # rgb | hsv | lab: space of the colour histograms and edge strengths
@@ -34,6 +33,7 @@ class RegionsConfig:
     texture_bins: int        # gradient-orientation bins of the texture histogram
     candidate_factor: float  # best-scored regions entering duplicate removal = factor x max_proposals
     duplicate_iou: float     # a region overlapping a better one by more than this IoU is dropped
+    similarity: Weights      # weights of the grouping's similarity terms
 
 
 class RegionProposer:
@@ -41,15 +41,14 @@ class RegionProposer:
 
     Deterministic (no randomness; ties broken by region order)."""
 
-    def __init__(self, *, config: RegionsConfig, weights: Weights, max_proposals: int, min_area: float,
-                 mask_long_side: int):
+    def __init__(self, *, config: RegionsConfig, max_proposals: int, min_area: float, mask_long_side: int):
         if config.colour_space not in COLOUR_SPACES:
             raise ValueError(f"proposals.regions.colour_space must be one of {sorted(COLOUR_SPACES)}, "
                              f"got {config.colour_space!r}")
         if not config.scales:
             raise ValueError("proposals.regions.scales must list at least one scale")
         self.config = config
-        self.weights = weights
+        self.weights = config.similarity
         self.max_proposals = int(max_proposals)
         self.min_area = float(min_area)
         self.mask_long_side = int(mask_long_side)
@@ -172,14 +171,3 @@ def _remove_duplicates(members: np.ndarray, cell_sizes: np.ndarray, scores: np.n
             break
         suppressed |= iou[i] > max_iou
     return np.asarray(keep, np.int64)
-
-
-def build_regions_proposer(params: dict) -> RegionProposer:
-    """RegionProposer from the ``proposals`` params section (keys regions, regions.similarity,
-    max_proposals, min_area, mask_long_side)."""
-    regions = section(params, "regions")
-    return RegionProposer(config=from_section(RegionsConfig, regions, "proposals.regions"),
-                          weights=from_section(Weights, section(regions, "similarity"),
-                                               "proposals.regions.similarity"),
-                          max_proposals=params["max_proposals"], min_area=params["min_area"],
-                          mask_long_side=params["mask_long_side"])

@@ -9,13 +9,13 @@ written and read anywhere.
 from __future__ import annotations
 
 import importlib
-import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import rclpy
+import numpy as np
+
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -24,25 +24,19 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosgraph_msgs.msg import Clock
 
+from maskclip_ros.config import resource
+from maskclip_ros.ros.spin import spin_until
+
 PACKAGE = "maskclip_ros"
 CAMERA_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 STORAGE = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
 
-def _msg_dirs() -> list[Path]:
-    prefixes = [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    prefixes.append(Path(sys.prefix))
-    return [Path(__file__).resolve().parents[2] / "msg"] + [p / "share" / PACKAGE / "msg" for p in prefixes]
-
-
 def typestore():
     """The ROS 2 Kilted typestore of rosbags plus maskclip_ros's own message types."""
     store = get_typestore(Stores.ROS2_KILTED)
-    msg_dir = next((d for d in _msg_dirs() if d.is_dir()), None)
-    if msg_dir is None:
-        raise FileNotFoundError(f"maskclip_ros msg definitions not found in {[str(d) for d in _msg_dirs()]}")
     types = {}
-    for path in sorted(msg_dir.glob("*.msg")):
+    for path in sorted(resource("msg").glob("*.msg")):
         types.update(get_types_from_msg(path.read_text(encoding="utf-8"), f"{PACKAGE}/msg/{path.stem}"))
     store.register(types)
     return store
@@ -66,11 +60,11 @@ def parse_topic_map(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def _wait(node: Node, condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        rclpy.spin_once(node, timeout_sec=0.05)
+    """Spin until ``condition`` or ``timeout``; whether it held."""
+    try:
+        spin_until(node, condition, timeout, "subscribers")
+    except TimeoutError:
+        return False
     return True
 
 
@@ -200,3 +194,51 @@ def read_messages(bag: Path, topics: Sequence[str] | None = None) -> list[tuple[
         connections = [c for c in reader.connections if topics is None or c.topic in topics]
         return [(c.topic, t, reader.deserialize(raw, c.msgtype))
                 for c, t, raw in reader.messages(connections=connections)]
+
+
+# ------------------------------------------------------------------------------------- writing bags
+def stamp(store, nanoseconds: int):
+    """A builtin_interfaces/Time of the rosbags typestore."""
+    return store.types["builtin_interfaces/msg/Time"](sec=nanoseconds // 10**9, nanosec=nanoseconds % 10**9)
+
+
+def header(store, nanoseconds: int, frame_id: str):
+    return store.types["std_msgs/msg/Header"](stamp=stamp(store, nanoseconds), frame_id=frame_id)
+
+
+def image_message(store, head, array: np.ndarray, encoding: str):
+    """A rosbags sensor_msgs/Image of an (H, W) or (H, W, C) array in ``encoding``."""
+    data = np.ascontiguousarray(array)
+    return store.types["sensor_msgs/msg/Image"](
+        header=head, height=data.shape[0], width=data.shape[1], encoding=encoding,
+        is_bigendian=int(sys.byteorder == "big"), step=data.strides[0], data=data.view(np.uint8).reshape(-1))
+
+
+def image_pixels(msg) -> np.ndarray:
+    """A rosbags sensor_msgs/Image (32SC1, 16UC1, mono16 or rgb8) -> (H, W) or (H, W, 3) array."""
+    dtype, channels = {"32SC1": (np.int32, 1), "16UC1": (np.uint16, 1), "mono16": (np.uint16, 1),
+                       "32FC1": (np.float32, 1), "rgb8": (np.uint8, 3)}[msg.encoding]
+    rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(msg.height, msg.step)
+    pixels = rows[:, : msg.width * channels * np.dtype(dtype).itemsize].copy().view(dtype)
+    return pixels.reshape(msg.height, msg.width, channels).squeeze(-1 if channels == 1 else ())
+
+
+class BagWriter:
+    """A new mcap rosbag2 written message by message: ``write(topic, msgtype, bag_ns, message)``."""
+
+    def __init__(self, path: Path) -> None:
+        self.store = typestore()
+        self._writer = Writer(Path(path), version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP)
+        self._connections: dict[str, object] = {}
+
+    def __enter__(self) -> "BagWriter":
+        self._writer.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._writer.close()
+
+    def write(self, topic: str, msgtype: str, nanoseconds: int, message) -> None:
+        if topic not in self._connections:
+            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=self.store)
+        self._writer.write(self._connections[topic], nanoseconds, self.store.serialize_cdr(message, msgtype))

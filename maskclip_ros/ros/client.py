@@ -1,4 +1,9 @@
-"""Client of the node's SetVocabulary service (the `maskclip-ros set-vocabulary` command)."""
+"""Client of the node's SetVocabulary service (the `maskclip-ros set-vocabulary` command).
+
+Names carry the same optional ``:thing`` / ``:stuff`` suffixes the service takes (one rule:
+``model.vocabulary.split_kind_suffixes``); they are sent as typed and the node applies the rule, so the CLI,
+``ros2 service call`` and the parameters behave alike.
+"""
 from __future__ import annotations
 
 import time
@@ -7,48 +12,38 @@ from collections.abc import Sequence
 import rclpy
 from rclpy.node import Node
 
+from maskclip_ros.ros.interface import LAUNCH_SERVICE_NAME, SERVICE_TYPE
+from maskclip_ros.ros.spin import SPIN_STEP_S
 from maskclip_ros.srv import SetVocabulary
 
-SERVICE_TYPE = "maskclip_ros/srv/SetVocabulary"
-DEFAULT_SERVICE = "/set_vocabulary"  # what launch/segment.launch.py exposes
+
+def servers(node: Node) -> list[str]:
+    """SetVocabulary service names that have a server right now (a client alone does not count)."""
+    names = [name for name, types in node.get_service_names_and_types() if SERVICE_TYPE in types]
+    return sorted(name for name in names if node.count_services(name) > 0)
 
 
-def parse_classes(tokens: Sequence[str]) -> tuple[list[str], list[bool]]:
-    """['person', 'floor:stuff', 'cup:thing'] -> (['person', 'floor', 'cup'], [True, False, True]).
-
-    A name without a suffix is a thing. Raises ValueError for another suffix."""
-    names, flags = [], []
-    for token in tokens:
-        name, sep, kind = token.rpartition(":")
-        if not sep:
-            name, kind = token, "thing"
-        if kind not in ("thing", "stuff"):
-            raise ValueError(f"{token!r}: the suffix must be :thing or :stuff")
-        names.append(name)
-        flags.append(kind == "thing")
-    return names, flags
+def choose_service(found: Sequence[str]) -> str | None:
+    """The service to call among those with a server: the launch file's /set_vocabulary, else the only one;
+    None when there is none or the choice is ambiguous."""
+    if LAUNCH_SERVICE_NAME in found:
+        return LAUNCH_SERVICE_NAME
+    return found[0] if len(found) == 1 else None
 
 
-def find_service(node: Node, timeout: float) -> str | None:
-    """The SetVocabulary service to call: /set_vocabulary if it exists, else the only one in the graph.
-    Waits up to `timeout` s for one to appear; None if none (or several, none of them /set_vocabulary)."""
+def find_service(node: Node, timeout: float) -> tuple[str | None, list[str]]:
+    """Wait up to ``timeout`` s for a SetVocabulary server to choose; (chosen or None, all servers seen)."""
     deadline = time.monotonic() + timeout
     while True:
-        found = sorted(name for name, types in node.get_service_names_and_types() if SERVICE_TYPE in types)
-        if DEFAULT_SERVICE in found:
-            return DEFAULT_SERVICE
-        if len(found) == 1:
-            return found[0]
-        if len(found) > 1:
-            node.get_logger().error(f"several SetVocabulary services {found}: choose one with --service")
-            return None
-        if time.monotonic() > deadline:
-            return None
-        rclpy.spin_once(node, timeout_sec=0.1)
+        found = servers(node)
+        chosen = choose_service(found)
+        if chosen is not None or len(found) > 1 or time.monotonic() > deadline:
+            return chosen, found
+        rclpy.spin_once(node, timeout_sec=SPIN_STEP_S)
 
 
 def call(node: Node, service: str, request: SetVocabulary.Request, timeout: float):
-    """Send `request` to `service`; the response, or None when the service does not answer in time."""
+    """Send ``request`` to ``service``; the response, or None when the service does not answer in time."""
     client = node.create_client(SetVocabulary, service)
     try:
         if not client.wait_for_service(timeout_sec=timeout):
@@ -62,17 +57,19 @@ def call(node: Node, service: str, request: SetVocabulary.Request, timeout: floa
 
 def set_vocabulary(tokens: Sequence[str], templates: Sequence[str] = (), service: str | None = None,
                    timeout: float = 10.0) -> int:
-    """Parse `tokens`, call the service, print the reply. Exit code: 0 accepted, 1 refused, 2 no answer."""
-    names, flags = parse_classes(tokens)
+    """Call the service with ``tokens`` (names with optional suffixes), print the reply.
+    Exit code: 0 accepted, 1 refused, 2 no service / no answer."""
     rclpy.init()
     node = rclpy.create_node("maskclip_set_vocabulary")
     try:
-        target = service or find_service(node, timeout)
+        target, found = (service, [service]) if service else find_service(node, timeout)
         if target is None:
-            print(f"no SetVocabulary service found within {timeout:.0f} s (is the node active?)")
+            print(f"several SetVocabulary services {found}: choose one with --service" if found else
+                  f"no SetVocabulary service found within {timeout:.0f} s (is the node active?)")
             return 2
-        reply = call(node, target, SetVocabulary.Request(class_names=names, is_thing=flags,
-                                                         prompt_templates=list(templates)), timeout)
+        print(f"calling {target}")
+        reply = call(node, target, SetVocabulary.Request(class_names=list(tokens), prompt_templates=list(templates)),
+                     timeout)
         if reply is None:
             print(f"{target} did not answer within {timeout:.0f} s")
             return 2

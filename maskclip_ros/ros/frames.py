@@ -97,6 +97,7 @@ class StampPairer:
 
 def labels_to_masks(labels: np.ndarray) -> np.ndarray:
     """(H, W) integer label image, 0 = no proposal -> (M, H, W) bool masks, one per non-zero id (sorted)."""
+    from maskclip_ros.data.coco_panoptic import segment_masks
+
     ids = np.unique(labels)
-    ids = ids[ids != 0]  # (M,)
-    return labels[None, :, :] == ids[:, None, None]
+    return segment_masks(labels, ids[ids != 0])

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
-from rclpy.parameter import Parameter
 from ruamel.yaml import YAML
 
-from maskclip_ros.config import default_params_path, flatten, load_params
+from maskclip_ros.config import flatten, read_yaml, shipped_config
+from maskclip_ros.ros.interface import parameter_kind
+
+PARAMS_FILE = "default.yaml"
 
 Kind = Literal["runtime", "configure", "startup"]
 CONFIGURE_CONSTRAINT = "settable only while the node is unconfigured; applies at the next configure"
@@ -44,6 +45,9 @@ class ParamSpec:
     @property
     def ros_type(self) -> int:
         """rcl_interfaces ParameterType of the default (PARAMETER_NOT_SET for an empty list)."""
+        from rcl_interfaces.msg import ParameterType
+        from rclpy.parameter import Parameter
+
         return Parameter.Type.from_parameter_value(self.default).value if self.default is not None \
             else ParameterType.PARAMETER_NOT_SET
 
@@ -75,15 +79,15 @@ def _value_range(description: str, default: Any) -> tuple[float, float] | None:
     return (float(match.group(1)), float(match.group(2))) if match else None
 
 
-def load_specs(kind_of: Callable[[str], Kind], path: str | Path | None = None) -> list[ParamSpec]:
+def load_specs(kind_of: Callable[[str], Kind] = parameter_kind, path: str | Path | None = None) -> list[ParamSpec]:
     """Every parameter in the params file (default: the package's config/default.yaml), in file order.
 
-    kind_of(name): the parameter's kind ("runtime", "configure" or "startup").
+    kind_of(name): the parameter's kind ("runtime", "configure" or "startup"; default: the node's).
     Raises ValueError when a key has no comment: every default must say what it means."""
-    path = Path(path) if path is not None else default_params_path()
+    path = Path(path) if path is not None else shipped_config(PARAMS_FILE)
     comments = _comments(path)
     specs = []
-    for name, default in flatten(load_params(path)).items():
+    for name, default in flatten(read_yaml(path)).items():
         description = comments.get(name, "")
         if not description:
             raise ValueError(f"{path}: parameter {name!r} has no comment; describe it on its line")
@@ -93,9 +97,11 @@ def load_specs(kind_of: Callable[[str], Kind], path: str | Path | None = None) -
     return specs
 
 
-def descriptor(spec: ParamSpec) -> ParameterDescriptor:
-    """The ParameterDescriptor the node declares `spec` with (type, description, range, read_only, and the
-    configure-time constraint in additional_constraints)."""
+def descriptor(spec: ParamSpec):
+    """The rcl_interfaces ParameterDescriptor the node declares `spec` with (type, description, range,
+    read_only, and the configure-time constraint in additional_constraints)."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+
     desc = ParameterDescriptor(name=spec.name, type=spec.ros_type, description=spec.description,
                                read_only=spec.kind == "startup", dynamic_typing=spec.default is None,
                                additional_constraints=CONFIGURE_CONSTRAINT if spec.kind == "configure" else "")

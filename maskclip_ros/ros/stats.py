@@ -8,6 +8,8 @@ from collections import defaultdict, deque
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
+from maskclip_ros.ros.interface import COUNTERS, RATES, latency_key
+
 
 class RollingStats:
     """Event counts (totals), event rates and latency samples over the last `window` seconds."""
@@ -68,19 +70,11 @@ def diagnostic_array(stats: RollingStats, *, name: str, hardware_id: str, stamp,
     """One DiagnosticStatus with rates (Hz), totals, latencies (ms: mean and max per stage) and `info`.
 
     problem: "" = OK, else the WARN message."""
-    values = {
-        "input_rate_hz": f"{stats.rate('received'):.2f}",
-        "output_rate_hz": f"{stats.rate('published'):.2f}",
-        "frames_received": str(stats.total("received")),
-        "frames_published": str(stats.total("published")),
-        "dropped_frames": str(stats.total("dropped")),
-        "dropped_bad_frames": str(stats.total("bad")),
-        "failed_frames": str(stats.total("failed")),
-        "overlays_published": str(stats.total("overlay")),
-    }
+    values = {key: f"{stats.rate(event):.2f}" for key, event in RATES.items()}
+    values.update({key: str(stats.total(event)) for key, event in COUNTERS.items()})
     for stage, (mean, worst) in sorted(stats.latencies().items()):
-        values[f"latency_{stage}_ms"] = f"{mean:.1f}"
-        values[f"latency_{stage}_max_ms"] = f"{worst:.1f}"
+        values[latency_key(stage)] = f"{mean:.1f}"
+        values[latency_key(stage, worst=True)] = f"{worst:.1f}"
     values.update(info)
     status = DiagnosticStatus(level=DiagnosticStatus.WARN if problem else DiagnosticStatus.OK, name=name,
                               message=problem or "ok", hardware_id=hardware_id,

@@ -2,7 +2,7 @@
 
 Ground truth and proposals live at ``1 / mask_stride`` of the image size (the masks RMA refines and the
 loss compares). Only segments of the training vocabulary (base classes) carry a class; segments of other
-classes get -1 (ignored by the loss), crowd segments are dropped.
+classes get IGNORED_CLASS (ignored by the loss), crowd segments are dropped.
 """
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ import torch
 from maskclip_ros.data.coco_panoptic import PanopticDataset, PanopticSample
 from maskclip_ros.training.coarse import CoarseConfig, coarse_proposals
 
+IGNORED_CLASS = -1  # training class of a ground-truth segment outside the training vocabulary (no loss)
+
 
 @dataclass(frozen=True)
 class TrainSample:
     """image: (H, W, 3) uint8; proposals: (M, h, w) float32 in [0, 1]; groups: (M,) int64 proposal set of
     each proposal (sets are matched to the ground truth independently); targets: (G, h, w) bool;
-    classes: (G,) int64 index into the training vocabulary, -1 = ignored."""
+    classes: (G,) int64 index into the training vocabulary, IGNORED_CLASS = ignored."""
     image: np.ndarray
     proposals: np.ndarray
     groups: np.ndarray
@@ -32,8 +34,8 @@ class TrainSample:
 def target_masks(sample: PanopticSample, stride: int, class_index: Mapping[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Ground-truth masks at 1/stride resolution and their training classes.
 
-    Returns (G, h, w) bool masks (non-empty after downsampling) and (G,) int64 classes (-1 = not in the
-    training vocabulary)."""
+    Returns (G, h, w) bool masks (non-empty after downsampling) and (G,) int64 classes (IGNORED_CLASS = not in
+    the training vocabulary)."""
     h, w = sample.panoptic.shape
     small = cv2.resize(sample.panoptic, (max(1, w // stride), max(1, h // stride)), interpolation=cv2.INTER_NEAREST)
     masks, classes = [], []
@@ -43,7 +45,7 @@ def target_masks(sample: PanopticSample, stride: int, class_index: Mapping[int, 
         mask = small == seg["id"]
         if mask.any():
             masks.append(mask)
-            classes.append(class_index.get(int(seg["category_id"]), -1))
+            classes.append(class_index.get(int(seg["category_id"]), IGNORED_CLASS))
     if not masks:
         return np.zeros((0, *small.shape), bool), np.zeros(0, np.int64)
     return np.stack(masks), np.asarray(classes, np.int64)

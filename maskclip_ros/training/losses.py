@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
+
+from maskclip_ros.training.data import IGNORED_CLASS
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def rma_loss(class_logits: torch.Tensor, no_object_logits: torch.Tensor | None, 
             bilinearly to the targets' (h, w) when the cascade works at another resolution.
         proposals: (M, h, w) the input proposal probabilities (used for matching).
         targets: (G, h, w) ground-truth masks in {0, 1} at the same resolution.
-        target_classes: (G,) int64 class index into the training vocabulary, -1 = ignored (novel class).
+        target_classes: (G,) int64 class index into the training vocabulary, IGNORED_CLASS = ignored (novel).
         weights: loss weights.
     Returns:
         {"loss": weighted total, "ce", "dice", "bce" (unweighted; dice and BCE summed over the layers),
@@ -110,7 +111,8 @@ def rma_loss(class_logits: torch.Tensor, no_object_logits: torch.Tensor | None, 
     prop, tgt = pairs.proposal.to(device), pairs.target.to(device)
     cls = target_classes.to(device)[tgt]
     labels = _labels(class_logits.shape[0], prop, cls, no_object=no_object_logits is not None, device=device)
-    prop, tgt = prop[cls >= 0], tgt[cls >= 0]
+    trained = cls != IGNORED_CLASS
+    prop, tgt = prop[trained], tgt[trained]
     ce = _weighted_ce(class_logits, no_object_logits, labels, weights.no_object)
     flat_targets = targets.flatten(1).float().to(device)[tgt]  # (K, P)
     dice = class_logits.new_zeros(())
@@ -133,22 +135,23 @@ def _at_size(logits: torch.Tensor, size) -> torch.Tensor:
 
 
 IGNORE = -100  # CE label of proposals that get no classification loss
+NO_OBJECT_LABEL = -2  # CE label of unmatched proposals: the explicit "no object" class (column C)
 
 
 def _labels(m: int, prop: torch.Tensor, cls: torch.Tensor, *, no_object: bool, device) -> torch.Tensor:
-    """(M,) CE labels: the matched class, C' = "no object" marker (-1) for unmatched proposals when the
-    model has that class, IGNORE for proposals matched to an ignored segment (or unmatched without it)."""
-    labels = torch.full((m,), -1 if no_object else IGNORE, dtype=torch.long, device=device)
-    labels[prop] = torch.where(cls >= 0, cls, torch.full_like(cls, IGNORE))
+    """(M,) CE labels: the matched class, NO_OBJECT_LABEL for unmatched proposals when the model has that
+    class, IGNORE for proposals matched to an ignored segment (class IGNORED_CLASS) or unmatched without it."""
+    labels = torch.full((m,), NO_OBJECT_LABEL if no_object else IGNORE, dtype=torch.long, device=device)
+    labels[prop] = torch.where(cls != IGNORED_CLASS, cls, torch.full_like(cls, IGNORE))
     return labels
 
 
 def _weighted_ce(class_logits: torch.Tensor, no_object_logits: torch.Tensor | None, labels: torch.Tensor,
                  no_object_weight: float) -> torch.Tensor:
-    """CE over C classes (+ "no object" as the last column); labels (M,) with -1 = no object, IGNORE = skip."""
+    """CE over C classes (+ "no object" as the last column); labels (M,) with NO_OBJECT_LABEL, IGNORE = skip."""
     c = class_logits.shape[1]
     logits = class_logits if no_object_logits is None else torch.cat([class_logits, no_object_logits[:, None]], 1)
-    target = torch.where(labels == -1, torch.full_like(labels, c), labels)  # "no object" -> column C
+    target = torch.where(labels == NO_OBJECT_LABEL, torch.full_like(labels, c), labels)  # "no object" -> column C
     class_weight = torch.ones(logits.shape[1], device=logits.device)
     if no_object_logits is not None:
         class_weight[c] = no_object_weight

@@ -16,68 +16,46 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import torch
-import yaml
 
+from maskclip_ros.config import to_dict
+from maskclip_ros.pipeline import SegmenterConfig
 from maskclip_ros.training.coarse import CoarseConfig
 from maskclip_ros.training.losses import LossWeights, rma_loss
 
-TRAIN_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "train.yaml"
+CONFIG_FILE = "train.yaml"
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """The ``train`` section of config/train.yaml (documented there)."""
-    seed: int
-    steps: int
-    minutes: float
-    batch_size: int
-    lr: float
-    weight_decay: float
-    grad_clip: float
-    mask_stride: int
-    proposals: str
-    max_proposals: int
-    proposal_sets: int
-    save_every: int
-    log_every: int
-    num_workers: int
-    threads: int
+    seed: int            # seeds sampling, coarse proposals and the RMA initialisation
+    steps: int           # optimisation steps
+    minutes: float       # wall-clock budget (0 = none)
+    batch_size: int      # images per step and process
+    lr: float            # AdamW learning rate
+    weight_decay: float  # AdamW weight decay
+    grad_clip: float     # gradient norm clip (0 = off)
+    mask_stride: int     # ground truth and proposals at 1/mask_stride of the image size
+    proposals: str       # coarse (degraded ground truth) or backend (proposals.backend)
+    max_proposals: int   # most proposals per training image and proposal set
+    proposal_sets: int   # coarse proposal sets per image, one forward pass
+    save_every: int      # resumable checkpoint period (steps)
+    log_every: int       # loss record period (steps)
+    num_workers: int     # data loader worker processes
+    threads: int         # torch CPU threads (0 = torch's default)
 
     def __post_init__(self) -> None:
         if self.proposals not in ("coarse", "backend"):
             raise ValueError(f"train.proposals must be coarse or backend, got {self.proposals!r}")
         if self.batch_size < 1 or self.steps < 0 or self.mask_stride < 1:
             raise ValueError("train.batch_size and train.mask_stride must be >= 1, train.steps >= 0")
-
-
-def load_sections(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
-    """config/train.yaml (or ``path``) as ``{section: {key: value}}`` with dotted ``overrides`` applied
-    (e.g. ``{"train.steps": 10}``); unknown keys are errors."""
-    with open(path or TRAIN_CONFIG_PATH, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
-    for key, value in (overrides or {}).items():
-        section, _, name = key.partition(".")
-        if section not in data or name not in data[section]:
-            raise KeyError(f"unknown training setting {key!r}; known: "
-                           f"{[f'{s}.{k}' for s, v in data.items() for k in v]}")
-        data[section][name] = value
-    return data
-
-
-def section_config(cls, values: Mapping[str, Any]):
-    """Dataclass ``cls`` from a section dict (every field required; numbers cast to the field's type, so
-    ``--set train.lr=1e-3``, which YAML reads as a string, works)."""
-    casts = {"float": float, "int": int}
-    return cls(**{f.name: casts.get(f.type, lambda v: v)(values[f.name]) for f in dataclasses.fields(cls)})
 
 
 # --------------------------------------------------------------------------------------- distributed
@@ -181,10 +159,12 @@ def optimisation_step(model, forward, optimizer, batch, text_embeddings, weights
 # ------------------------------------------------------------------------------------------ the run
 @dataclass(frozen=True)
 class RunSettings:
-    """Everything one run needs besides the data: the model params (clip/maskclip/... sections), the
-    training sections of config/train.yaml, and where to write."""
-    params: dict
-    sections: dict
+    """Everything one run needs besides the data: the model (the params file's model part), the training
+    sections of config/train.yaml, and where to write."""
+    model: SegmenterConfig
+    train: TrainConfig
+    loss: LossWeights
+    coarse: CoarseConfig
     out_dir: Path
     resume: Path | None = None
     progress: bool = True
@@ -198,41 +178,48 @@ def base_categories(categories: list[dict]) -> list[dict]:
     return base
 
 
-def model_params(params: Mapping[str, Any], checkpoint: Path | None) -> dict:
-    """The params with ``maskclip.mode: rma`` and the RMA checkpoint to start from ("" = untrained)."""
-    out = json.loads(json.dumps(params))  # a deep copy of plain data
-    out["maskclip"]["mode"] = "rma"
-    out["maskclip"]["rma_checkpoint"] = str(checkpoint) if checkpoint else ""
-    return out
+def rma_model_config(model: SegmenterConfig, device: torch.device, checkpoint: Path | None) -> SegmenterConfig:
+    """The model config with ``maskclip.mode: rma``, the RMA checkpoint to start from ("" = untrained) and
+    the process's device."""
+    maskclip = dataclasses.replace(model.maskclip, mode="rma", rma_checkpoint=str(checkpoint) if checkpoint else "")
+    return dataclasses.replace(model, maskclip=maskclip, device=str(device))
 
 
-def train(dataset, run: RunSettings) -> dict:
-    """Train RMA on ``dataset`` (a ``coco_panoptic.PanopticDataset``); returns a summary dict.
+@dataclass
+class TrainState:
+    """What the loop works with: the model (and its DDP wrapper), optimizer, data and the frozen text."""
+    model: Any
+    forward: Any
+    optimizer: torch.optim.Optimizer
+    train_set: Any
+    sampler: Any
+    text: torch.Tensor
+    dist: DistInfo
+    record: dict  # settings stored with every checkpoint
+    step: int = 0
 
-    Resumes from ``run.resume`` (a ``checkpoint.pt``) with its step and optimizer state."""
-    from maskclip_ros.model.factory import load_rma_checkpoint_extra, save_rma_checkpoint
+
+def setup(dataset, run: RunSettings) -> TrainState:
+    """Segmenter, training vocabulary (base classes), dataset, optimizer, resume state and DDP."""
+    from maskclip_ros.model.factory import load_rma_checkpoint_extra
     from maskclip_ros.pipeline import build_segmenter
-    from maskclip_ros.training.data import TrainDataset, collate
+    from maskclip_ros.training.data import TrainDataset
 
-    cfg = section_config(TrainConfig, run.sections["train"])
-    weights = section_config(LossWeights, run.sections["loss"])
+    cfg = run.train
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    dist_info = setup_distributed(str(run.params.get("device", "cpu")))
+    dist_info = setup_distributed(run.model.device)
     torch.manual_seed(cfg.seed)
-    params = model_params(run.params, run.resume)
-    if cfg.proposals == "coarse":
-        params.pop("proposals", None)  # no proposer needed
-    segmenter = build_segmenter(params, device=str(dist_info.device))
+    segmenter = build_segmenter(rma_model_config(run.model, dist_info.device, run.resume),
+                                with_proposer=cfg.proposals == "backend")
     model = segmenter.maskclip
     model.rma.train()
     base = base_categories(dataset.categories)
     vocabulary = segmenter.make_vocabulary([c["name"] for c in base], [bool(c["isthing"]) for c in base])
-    text = vocabulary.text_embeddings.to(dist_info.device)  # (C, E), frozen
+    coarse = cfg.proposals == "coarse"
     train_set = TrainDataset(dataset, class_index={c["id"]: i for i, c in enumerate(base)},
                              stride=cfg.mask_stride, max_proposals=cfg.max_proposals, seed=cfg.seed,
-                             coarse=section_config(CoarseConfig, run.sections["coarse"]) if cfg.proposals == "coarse" else None,
-                             proposer=segmenter.proposer if cfg.proposals == "backend" else None,
+                             coarse=run.coarse if coarse else None, proposer=None if coarse else segmenter.proposer,
                              proposal_sets=cfg.proposal_sets)
     optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step = 0
@@ -240,52 +227,79 @@ def train(dataset, run: RunSettings) -> dict:
         extra = load_rma_checkpoint_extra(run.resume)
         optimizer.load_state_dict(extra["optimizer"])
         step = int(extra["step"])
-    forward, ddp = model, dist_info.world_size > 1
-    if ddp:
+    forward = model
+    if dist_info.world_size > 1:
         forward = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dist_info.device.index] if dist_info.device.type == "cuda" else None)
     sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=dist_info.world_size,
                                                   rank=dist_info.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    record = {"train": to_dict(run.train), "loss": to_dict(run.loss), "coarse": to_dict(run.coarse),
+              "vocabulary": [c["name"] for c in base]}
+    return TrainState(model, forward, optimizer, train_set, sampler, vocabulary.text_embeddings.to(dist_info.device),
+                      dist_info, record, step)
+
+
+def train(dataset, run: RunSettings) -> dict:
+    """Train RMA on ``dataset`` (a ``coco_panoptic.PanopticDataset``); returns a summary dict.
+
+    Resumes from ``run.resume`` (a ``checkpoint.pt``) with its step and optimizer state. Only the main
+    process writes the log and the checkpoints."""
+    from maskclip_ros.model.factory import save_rma_checkpoint
+
+    state, cfg = setup(dataset, run), run.train
     run.out_dir.mkdir(parents=True, exist_ok=True)
-    state = {"train": dict(run.sections["train"]), "loss": dict(run.sections["loss"]),
-             "coarse": dict(run.sections["coarse"]), "vocabulary": [c["name"] for c in base]}
     started = time.monotonic()
-    per_epoch = max(1, len(sampler) // cfg.batch_size)
-    log = open(run.out_dir / "log.jsonl", "a", encoding="utf-8") if dist_info.main else None
-    bar = _progress(cfg.steps, step, run.progress and dist_info.main)
+    log = open(run.out_dir / "log.jsonl", "a", encoding="utf-8") if state.dist.main else None
+    bar = _progress(cfg.steps, state.step, run.progress and state.dist.main)
     last: dict[str, float] = {}
     try:
-        while step < cfg.steps:
-            epoch = step // per_epoch
-            sampler.set_epoch(epoch)
-            train_set.set_epoch(epoch)
-            indices = list(sampler)[(step % per_epoch) * cfg.batch_size:]  # resuming mid-epoch: skip done batches
-            loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, sampler=indices,
-                                                 num_workers=cfg.num_workers, collate_fn=collate, drop_last=True)
-            for batch in loader:
-                last = optimisation_step(model, forward, optimizer, batch, text, weights, cfg, dist_info, ddp)
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{last['loss']:.3f}", ce=f"{last['ce']:.3f}", dice=f"{last['dice']:.3f}")
-                if log and (step % cfg.log_every == 0 or step == cfg.steps):
-                    log.write(json.dumps({"step": step, "time_s": round(time.monotonic() - started, 2), **last}) + "\n")
-                    log.flush()
-                if dist_info.main and step % cfg.save_every == 0:
-                    save_training_checkpoint(model, optimizer, step, state, run.out_dir / "checkpoint.pt")
-                if step >= cfg.steps or (cfg.minutes > 0 and time.monotonic() - started > 60 * cfg.minutes):
-                    break
-            if cfg.minutes > 0 and time.monotonic() - started > 60 * cfg.minutes:
-                break
+        for batch in _batches(state, cfg, started):
+            last = optimisation_step(state.model, state.forward, state.optimizer, batch, state.text, run.loss,
+                                     cfg, state.dist, state.dist.world_size > 1)
+            state.step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{last['loss']:.3f}", ce=f"{last['ce']:.3f}", dice=f"{last['dice']:.3f}")
+            _log_and_save(state, cfg, log, last, started, run.out_dir)
     finally:
         bar.close()
         if log:
             log.close()
-    elapsed = time.monotonic() - started
-    if dist_info.main:
-        save_training_checkpoint(model, optimizer, step, state, run.out_dir / "checkpoint.pt")
-        save_rma_checkpoint(model.rma, run.out_dir / "rma.pt", extra={"step": step, **state})
-    return {"step": step, "seconds": round(elapsed, 1), "last": last, "out_dir": str(run.out_dir),
-            "world_size": dist_info.world_size}
+    if state.dist.main:
+        save_training_checkpoint(state.model, state.optimizer, state.step, state.record, run.out_dir / "checkpoint.pt")
+        save_rma_checkpoint(state.model.rma, run.out_dir / "rma.pt", extra={"step": state.step, **state.record})
+    return {"step": state.step, "seconds": round(time.monotonic() - started, 1), "last": last,
+            "out_dir": str(run.out_dir), "world_size": state.dist.world_size, "rank": state.dist.rank}
+
+
+def _batches(state: TrainState, cfg: TrainConfig, started: float):
+    """Batches from the current step until ``cfg.steps`` or the time budget; epochs reshuffle, a resumed
+    run skips the batches of its epoch that are done."""
+    from maskclip_ros.training.data import collate
+
+    per_epoch = max(1, len(state.sampler) // cfg.batch_size)
+    while state.step < cfg.steps and not _out_of_time(cfg, started):
+        epoch = state.step // per_epoch
+        state.sampler.set_epoch(epoch)
+        state.train_set.set_epoch(epoch)
+        indices = list(state.sampler)[(state.step % per_epoch) * cfg.batch_size:]
+        loader = torch.utils.data.DataLoader(state.train_set, batch_size=cfg.batch_size, sampler=indices,
+                                             num_workers=cfg.num_workers, collate_fn=collate, drop_last=True)
+        for batch in loader:
+            yield batch
+            if state.step >= cfg.steps or _out_of_time(cfg, started):
+                return
+
+
+def _out_of_time(cfg: TrainConfig, started: float) -> bool:
+    return cfg.minutes > 0 and time.monotonic() - started > 60 * cfg.minutes
+
+
+def _log_and_save(state: TrainState, cfg: TrainConfig, log, last: dict, started: float, out_dir: Path) -> None:
+    if log and (state.step % cfg.log_every == 0 or state.step == cfg.steps):
+        log.write(json.dumps({"step": state.step, "time_s": round(time.monotonic() - started, 2), **last}) + "\n")
+        log.flush()
+    if state.dist.main and state.step % cfg.save_every == 0:
+        save_training_checkpoint(state.model, state.optimizer, state.step, state.record, out_dir / "checkpoint.pt")
 
 
 def save_training_checkpoint(model, optimizer, step: int, state: Mapping[str, Any], path: Path) -> None:

@@ -20,7 +20,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
 import rosproc
-from maskclip_ros.config import deep_update
+from maskclip_ros.config import merge
+from maskclip_ros.ros.interface import parse_diagnostics
 from maskclip_ros.msg import Segmentation
 from maskclip_ros.msg import Vocabulary as VocabularyMsg
 from maskclip_ros.ros.conversions import ImageConverter
@@ -49,7 +50,7 @@ def write_params(path: Path, *overrides: dict) -> Path:
     """A ROS 2 params file holding TINY_PARAMS updated with `overrides` (nested dicts)."""
     params = TINY_PARAMS
     for extra in overrides:
-        params = deep_update(params, extra)
+        params = merge(params, extra)
     path.write_text(yaml.safe_dump({"/**": {"ros__parameters": params}}))
     return path
 
@@ -127,7 +128,7 @@ class Peer:
         self.outputs: dict[str, dict[tuple[int, int], tuple[object, float]]] = {
             "panoptic": {}, "semantic": {}, "segments": {}}  # no overlay: it is drawn only for listeners
         self.vocabularies: list[VocabularyMsg] = []
-        self.diagnostics: list[dict[str, str]] = []
+        self.diagnostics: list[dict] = []  # parsed by maskclip_ros.ros.interface.parse_diagnostics
         for key in self.outputs:
             msg_type = Segmentation if key == "segments" else Image
             self.node.create_subscription(msg_type, f"{node_ns}/{key}", self._collector(key), RELIABLE)
@@ -144,9 +145,9 @@ class Peer:
         return collect
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name == f"{self.ns}: segmentation":
-                self.diagnostics.append({kv.key: kv.value for kv in status.values})
+        values = parse_diagnostics(msg, self.ns)
+        if values is not None:
+            self.diagnostics.append(values)
 
     def spin_until(self, condition, timeout: float, what: str) -> None:
         rosproc.spin_until(self.node, condition, timeout, what)
@@ -184,7 +185,7 @@ class Peer:
             assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == stamp
         return self.conv.image_to_labels(panoptic), self.conv.image_to_labels(semantic), segments
 
-    def latest_diagnostics(self, timeout: float = 10.0) -> dict[str, str]:
+    def latest_diagnostics(self, timeout: float = 10.0) -> dict:
         """The values of the next diagnostics message the node publishes."""
         count = len(self.diagnostics)
         self.spin_until(lambda: len(self.diagnostics) > count, timeout, "a diagnostics message")

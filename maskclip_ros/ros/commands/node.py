@@ -1,20 +1,17 @@
-"""`maskclip-ros node [--params-file FILE] [--ros-args ...]`: run the segmentation node (same node as
-`ros2 run maskclip_ros maskclip_node` and launch/segment.launch.py)."""
+"""`maskclip-ros node [--params-file FILE] [--ros-args ...]`: run the segmentation node (the same node as
+`ros2 run maskclip_ros maskclip_node` and launch/segment.launch.py). Parameter defaults come from
+config/default.yaml; params files override them; anything after --ros-args goes to ROS (remaps,
+-p name:=value)."""
 from __future__ import annotations
 
 import argparse
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "node", help="run the MaskCLIP segmentation node (lifecycle node 'maskclip')",
-        description="Run the segmentation node. Parameter defaults come from config/default.yaml; a params "
-                    "file overrides them; anything after --ros-args goes to ROS (remaps, -p name:=value).")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params-file", action="append", default=[], metavar="FILE",
                         help="ROS 2 params file (repeatable; later files win)")
     parser.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],
                         help="everything after it goes to ROS (remaps, -p name:=value, --params-file, ...)")
-    parser.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -1,18 +1,18 @@
-"""`maskclip-ros record OUT --topics T ...`: record topics (e.g. the node's outputs) to a rosbag2."""
+"""`maskclip-ros record OUT --topics T ...`: record topics (e.g. the node's outputs) into a new rosbag2
+directory until Ctrl-C, --duration or --max-messages. Topics are subscribed as they appear (QoS matched to
+their publishers)."""
 from __future__ import annotations
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "record", help="record topics to a rosbag2 (mcap or sqlite3)",
-        description="Record the given topics into a new rosbag2 directory until Ctrl-C, --duration or "
-                    "--max-messages. Topics are subscribed as they appear (QoS matched to their publishers).")
+def add_arguments(parser) -> None:
+    from maskclip_ros.commands import set_defaults
+
     parser.add_argument("out", help="new rosbag2 directory (must not exist)")
     parser.add_argument("--topics", nargs="+", required=True, help="topics to record")
-    parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="storage (default mcap)")
+    parser.add_argument("--storage", choices=("mcap", "sqlite3"), help="bag storage")
     parser.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = never)")
     parser.add_argument("--max-messages", type=int, default=0, help="stop after this many messages (0 = never)")
-    parser.set_defaults(func=run)
+    set_defaults(parser, "record")
 
 
 def run(args) -> int:

@@ -1,25 +1,23 @@
-"""`maskclip-ros replay BAG [--rate R] [--loop] [--topic-map FROM:=TO ...]`: publish a rosbag2 in real time."""
+"""`maskclip-ros replay BAG [--rate R] [--loop] [--topic-map FROM:=TO ...]`: publish every message of a
+rosbag2 (sqlite3 or mcap) at its recorded pace (raw CDR). Waits until the camera topics have subscribers;
+publishes the bag time on /clock (for nodes with use_sim_time)."""
 from __future__ import annotations
 
 
-def register(subparsers) -> None:
-    parser = subparsers.add_parser(
-        "replay", help="publish a rosbag2 (sqlite3 or mcap) in real time, with /clock",
-        description="Publish every message of a rosbag2 at its recorded pace (raw CDR). Waits until the "
-                    "camera topics have subscribers; publishes the bag time on /clock (use_sim_time).")
+def add_arguments(parser) -> None:
+    from maskclip_ros.commands import set_defaults
+
     parser.add_argument("bag", help="rosbag2 directory (sqlite3 or mcap storage)")
-    parser.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default 1.0)")
+    parser.add_argument("--rate", type=float, help="playback speed factor")
     parser.add_argument("--loop", action="store_true", help="start again at the end (until Ctrl-C)")
     parser.add_argument("--topic-map", nargs="+", default=[], metavar="FROM:=TO",
                         help="publish topic FROM of the bag as TO")
     parser.add_argument("--no-clock", action="store_true", help="do not publish /clock")
     parser.add_argument("--wait-for", nargs="*", default=None, metavar="TOPIC",
                         help="bag topics (or /clock) that need a subscriber before playback (default: image topics)")
-    parser.add_argument("--min-subscribers", type=int, default=1,
-                        help="subscribers each --wait-for topic needs before playback (default 1)")
-    parser.add_argument("--wait-timeout", type=float, default=30.0,
-                        help="seconds to wait for subscribers before publishing anyway (default 30)")
-    parser.set_defaults(func=run)
+    parser.add_argument("--min-subscribers", type=int, help="subscribers each --wait-for topic needs before playback")
+    parser.add_argument("--wait-timeout", type=float, help="seconds to wait for subscribers before publishing anyway")
+    set_defaults(parser, "replay")
 
 
 def run(args) -> int:

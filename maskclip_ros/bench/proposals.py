@@ -9,56 +9,52 @@ so that load from other processes hits all of them alike; the load average is re
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import platform
 import statistics
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
-from maskclip_ros.procutil import write_json
 
 BACKENDS = ("regions", "external", "mask-rcnn", "mask2former")
 MMDET_CONFIGS = {"mask-rcnn": "mask-rcnn_r50_fpn_1x_agnostic.py", "mask2former": "mask2former_r50_agnostic.py"}
 
 
-def register(subparsers) -> None:
-    """Add the `bench-proposals` subcommand."""
-    p = subparsers.add_parser("bench-proposals", help="ms per 640x480 frame and recall of each proposal backend",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS), help="backends to time")
-    p.add_argument("--frames", type=int, default=5, help="timed frames per backend (after one warm-up frame)")
-    p.add_argument("--seed", type=int, default=2024, help="world seed of the generated scenes")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = all of the machine's)")
-    p.add_argument("--device", default="cpu", help="device of the mmdet backends (cpu, cuda, cuda:N)")
-    p.add_argument("--mask-rcnn-checkpoint", default="", help="trained Mask R-CNN weights (default: random)")
-    p.add_argument("--mask2former-checkpoint", default="", help="trained Mask2Former weights (default: random)")
-    p.add_argument("--params", type=Path, default=None, help="params file (default: config/default.yaml)")
-    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    p.set_defaults(func=run)
+@dataclass(frozen=True)
+class ProposalBench:
+    """What `maskclip-ros bench-proposals` measures (its options; defaults in config/commands.yaml)."""
+    backends: tuple[str, ...]     # backends to time (BACKENDS)
+    frames: int                   # timed frames per backend (after one warm-up frame)
+    seed: int                     # world seed of the generated scenes
+    threads: int                  # torch CPU threads (0 = all of the machine's)
+    device: str                   # device of the mmdet backends
+    checkpoints: dict             # backend name -> trained weights ("" = random)
+    params_files: tuple[str, ...]  # node params files over config/default.yaml
+    sets: tuple[str, ...]         # dotted overrides
 
 
-def run(args: argparse.Namespace) -> int:
-    """Entry point of the subcommand."""
+def bench_proposals(opts: ProposalBench) -> dict:
+    """Time every backend on the same generated frames, interleaved, and measure recall."""
     import torch
 
-    from maskclip_ros.config import load_params
     from maskclip_ros.data.world import generate_scene
+    from maskclip_ros.pipeline import load_segmenter_config
 
-    threads = args.threads or os.cpu_count() or 1
+    threads = opts.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
-    params = load_params(args.params)["proposals"]
+    cfg = load_segmenter_config(*opts.params_files, overrides=opts.sets).proposals
     load_before = os.getloadavg()
-    scenes = [generate_scene(args.seed, i) for i in range(args.frames + 1)]  # scene 0: warm-up
-    proposers, errors = _build(args, params)
+    scenes = [generate_scene(opts.seed, i) for i in range(opts.frames + 1)]  # scene 0: warm-up
+    proposers, errors = _build(opts, cfg)
     timings, meters, counts = _measure(proposers, scenes)
     results = {
-        "frame": list(scenes[0].image.shape[:2]), "frames": args.frames, "seed": args.seed, "threads": threads,
-        "device": args.device, "params": {k: params[k] for k in ("max_proposals", "min_area", "mask_long_side")},
+        "frame": list(scenes[0].image.shape[:2]), "frames": opts.frames, "seed": opts.seed, "threads": threads,
+        "device": opts.device, "params": {k: getattr(cfg, k) for k in ("max_proposals", "min_area", "mask_long_side")},
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "load_average_start": list(load_before), "load_average_end": list(os.getloadavg())},
         "backends": {}}
-    for name in args.backends:
+    for name in opts.backends:
         if name in errors:
             results["backends"][name] = {"error": errors[name]}
             continue
@@ -66,37 +62,29 @@ def run(args: argparse.Namespace) -> int:
         results["backends"][name] = {
             "ms_median": statistics.median(ms), "ms_mean": statistics.fmean(ms), "ms_min": min(ms),
             "proposals_mean": statistics.fmean(counts[name]), "recall": meters[name].summary(),
-            "random_weights": name in MMDET_CONFIGS and not _checkpoint(args, name)}
+            "random_weights": name in MMDET_CONFIGS and not opts.checkpoints.get(name)}
     results["ratio_to_regions"] = _ratios(results["backends"])
-    _print(results)
-    if args.out:
-        write_json(args.out, results)
-    return 0
+    return results
 
 
-def _checkpoint(args: argparse.Namespace, name: str) -> str:
-    return {"mask-rcnn": args.mask_rcnn_checkpoint, "mask2former": args.mask2former_checkpoint}.get(name, "")
-
-
-def _build(args: argparse.Namespace, params: dict):
+def _build(opts: ProposalBench, cfg):
     """Proposer per backend (name -> callable(scene) -> Proposals) and the errors of those that failed."""
-    from maskclip_ros.config import deep_update
     from maskclip_ros.proposals import build_proposer
 
     proposers, errors = {}, {}
-    for name in args.backends:
+    for name in opts.backends:
         try:
             if name == "regions":
-                proposer = build_proposer(deep_update(params, {"backend": "regions"}))
+                proposer = build_proposer(dataclasses.replace(cfg, backend="regions"))
                 proposers[name] = lambda scene, p=proposer: p(scene.image)
             elif name == "external":
-                proposer = build_proposer(deep_update(params, {"backend": "external"}))
+                proposer = build_proposer(dataclasses.replace(cfg, backend="external"))
                 proposers[name] = lambda scene, p=proposer: p(scene.image, masks=_gt_masks(scene))
             else:
-                checkpoint = _checkpoint(args, name)
-                overrides = {"backend": "mmdet", "mmdet": {"config": MMDET_CONFIGS[name], "checkpoint": checkpoint,
-                                                           "random_init": not checkpoint}}
-                proposer = build_proposer(deep_update(params, overrides), device=args.device)
+                checkpoint = opts.checkpoints.get(name, "")
+                mmdet = dataclasses.replace(cfg.mmdet, config=MMDET_CONFIGS[name], checkpoint=checkpoint,
+                                            random_init=not checkpoint)
+                proposer = build_proposer(dataclasses.replace(cfg, backend="mmdet", mmdet=mmdet), device=opts.device)
                 proposers[name] = lambda scene, p=proposer: p(scene.image)
         except (ImportError, OSError, ValueError) as err:
             errors[name] = f"{type(err).__name__}: {err}"
@@ -105,9 +93,8 @@ def _build(args: argparse.Namespace, params: dict):
 
 
 def _gt_masks(scene):
-    import numpy as np
-    ids = np.array([s["id"] for s in scene.segments])
-    return scene.panoptic[None] == ids[:, None, None]  # (S, H, W) bool
+    from maskclip_ros.data.coco_panoptic import segment_masks
+    return segment_masks(scene.panoptic, [s["id"] for s in scene.segments])  # (S, H, W) bool
 
 
 def _measure(proposers: dict, scenes: list):
@@ -137,7 +124,14 @@ def _ratios(backends: dict) -> dict:
     return {name: r["ms_median"] / base for name, r in backends.items() if "ms_median" in r}
 
 
-def _print(results: dict) -> None:
+def report(results: dict) -> str:
+    """A text table of ``bench_proposals``' results."""
+    lines: list[str] = []
+    _print(results, lines.append)
+    return "\n".join(lines)
+
+
+def _print(results: dict, print) -> None:
     print(f"proposal backends, {results['frame'][1]}x{results['frame'][0]} frames, {results['frames']} timed, "
           f"{results['threads']} threads, load {results['machine']['load_average_start'][0]:.1f}")
     print(f"{'backend':<12} {'ms/frame':>9} {'x regions':>9} {'proposals':>9} {'things':>7} {'stuff':>7}")

@@ -1,25 +1,34 @@
 """The small CLIP: native-scale window encoding, a two-step training run, and the committed checkpoint."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 import torch
 
-from maskclip_ros import clip_training as ct
+from maskclip_ros import config
 from maskclip_ros.cli import main
-from maskclip_ros.config import from_section, load_params
 from maskclip_ros.data import world
-from maskclip_ros.model.factory import ClipConfig, build_clip, resolve_asset_path
+from maskclip_ros.model.factory import build_clip, create_clip_model
+from maskclip_ros.pipeline import load_segmenter_config
+from maskclip_ros.small_clip import samples as sp, train as tr, windows as ct
+from maskclip_ros.small_clip.config import CONFIG_FILE, SmallClipTrainConfig
+from maskclip_ros.small_clip.evaluate import evaluate_clip
 
 CONFIG = "maskclip-ros-tiny-vit16"
+TEMPLATES = ("a photo of a {}.", "a {}.", "a picture of a {}.")  # pinned (default.yaml holds the same today)
+
+
+def train_config(**changes) -> SmallClipTrainConfig:
+    return dataclasses.replace(config.load_one(SmallClipTrainConfig, CONFIG_FILE, section="train_clip"), **changes)
 
 
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return ct.create_clip(CONFIG).eval()
+    return create_clip_model(CONFIG).eval()
 
 
 def test_window_encoding_ignores_padding(model):
@@ -73,7 +82,7 @@ def test_region_samples_see_only_their_patches(model):
 
 
 def test_windows_fit_objects_and_stuff():
-    tc = ct.TrainConfig.load()
+    tc = train_config()
     scene = world.generate_scene(11, 0)
     rng = np.random.default_rng(0)
     for seg in scene.segments:
@@ -84,24 +93,26 @@ def test_windows_fit_objects_and_stuff():
             if max(w, h) <= (tc.max_window - 1) * 16:  # fits: the window covers the whole bbox
                 assert r0 * 16 <= y and (r0 + gh) * 16 >= y + h and c0 * 16 <= x and (c0 + gw) * 16 >= x + w
         else:
-            r0, c0, gh, gw = ct.stuff_window(scene.panoptic, seg["id"], tc, (30, 40), 16, rng)
+            r0, c0, gh, gw = ct.stuff_window(scene.panoptic, seg["id"], min_window=tc.stuff_min_window,
+                                             max_window=tc.max_window, purity=tc.stuff_purity, grid=(30, 40),
+                                             p=16, rng=rng)
             assert 0 <= r0 and r0 + gh <= 30 and 0 <= c0 and c0 + gw <= 40
 
 
 def test_lr_schedule_warms_up_and_decays_by_steps_or_time():
-    tc = ct.TrainConfig.load(lr=1e-3, warmup_steps=10, steps=110, minutes=1.0)
-    assert ct.lr_at(0, tc) == pytest.approx(1e-4)
-    assert ct.lr_at(9, tc) == pytest.approx(1e-3)
-    assert ct.lr_at(60, tc) == pytest.approx(5e-4)
-    assert ct.lr_at(110, tc) == pytest.approx(0.0, abs=1e-12)
-    assert ct.lr_at(20, tc, elapsed=60.0) == pytest.approx(0.0, abs=1e-12)  # budget spent
+    tc = train_config(lr=1e-3, warmup_steps=10, steps=110, minutes=1.0)
+    assert tr.lr_at(0, tc) == pytest.approx(1e-4)
+    assert tr.lr_at(9, tc) == pytest.approx(1e-3)
+    assert tr.lr_at(60, tc) == pytest.approx(5e-4)
+    assert tr.lr_at(110, tc) == pytest.approx(0.0, abs=1e-12)
+    assert tr.lr_at(20, tc, elapsed=60.0) == pytest.approx(0.0, abs=1e-12)  # budget spent
 
 
 def _fixed_batch_loss(model, tokenizer) -> float:
     import open_clip
-    pool = ct.ScenePool(99, 3, world.WorldConfig.load(), progress=False)  # scenes the run never saw
-    tc = ct.TrainConfig.load()
-    samples, texts = ct.crop_batch(pool, tc, ["a photo of a {}."], np.random.default_rng(5), (30, 40), 16)
+    pool = sp.ScenePool(99, 3, world.default_world_config(), progress=False)  # scenes the run never saw
+    tc = train_config()
+    samples, texts = sp.crop_batch(pool, tc, ["a photo of a {}."], np.random.default_rng(5), (30, 40), 16)
     with torch.no_grad():
         img = torch.nn.functional.normalize(ct.encode_samples(model, samples, tc.max_window), dim=-1)
         txt = model.encode_text(tokenizer(texts), normalize=True)
@@ -111,20 +122,21 @@ def _fixed_batch_loss(model, tokenizer) -> float:
 def test_two_step_training_lowers_loss_and_saves_loadable_checkpoint(tmp_path):
     import open_clip
     out = tmp_path / "clip.pt"
-    args = ["train-clip", "--out", str(out), "--log", str(tmp_path / "log.jsonl"), "--pool-scenes", "3",
-            "--steps", "2", "--warmup-steps", "1", "--lr", "1e-4", "--scene-every", "2", "--scene-batch", "2",
-            "--save-every", "1", "--region-prob", "0.5", "--no-progress"]
+    sets = ["pool_scenes=3", "steps=2", "warmup_steps=1", "lr=1e-4", "scene_every=2", "scene_batch=2",
+            "save_every=1", "region_prob=0.5"]
+    args = ["train-clip", "--out", str(out), "--log", str(tmp_path / "log.jsonl"), "--no-progress",
+            *[a for s in sets for a in ("--set", f"train_clip.{s}")]]
     assert main(args) == 0
     tokenizer = open_clip.get_tokenizer(CONFIG)
-    torch.manual_seed(ct.TrainConfig.load().seed)  # train() seeds the init the same way
-    before = _fixed_batch_loss(ct.create_clip(CONFIG).eval(), tokenizer)
-    params = load_params()
-    cfg = from_section(ClipConfig, dict(params["clip"], checkpoint=str(out), random_init=False, pretrained=""))
-    tower = build_clip(cfg)  # the factory loads it (fp16 state dict, weights_only)
+    torch.manual_seed(train_config().seed)  # train() seeds the init the same way
+    before = _fixed_batch_loss(create_clip_model(CONFIG).eval(), tokenizer)
+    cfg = load_segmenter_config(overrides=[f"clip.checkpoint={out}", "clip.random_init=false", "clip.pretrained="])
+    tower = build_clip(cfg.clip)  # the factory loads it (fp16 state dict, weights_only)
     after = _fixed_batch_loss(tower.clip, tokenizer)
     assert after < before
     meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["steps"] == 2 and meta["command"].startswith("maskclip-ros train-clip")
+    assert meta["steps"] == 2 and meta["command"].startswith("maskclip-ros train-clip --out")
+    assert "train_clip.region_prob=0.5" in meta["command"]  # the command reproduces the run
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2]
     state = torch.load(out, weights_only=True)
@@ -132,7 +144,8 @@ def test_two_step_training_lowers_loss_and_saves_loadable_checkpoint(tmp_path):
 
 
 def test_make_world_cli(tmp_path):
-    assert main(["make-world", str(tmp_path), "--num-images", "1", "--seed", "4", "--split", "train"]) == 0
+    assert main(["make-world", str(tmp_path), "--set", "make_world.num_images=1", "--set", "make_world.seed=4",
+                 "--set", "make_world.split=train"]) == 0
     data = json.loads((tmp_path / "panoptic_train.json").read_text())
     assert len(data["images"]) == 1 and data["info"]["seed"] == 4
 
@@ -142,7 +155,7 @@ def test_make_world_cli(tmp_path):
 # stuff regions, so only the -regions checkpoint is held to stuff accuracy.
 COMMITTED = {
     # checkpoint: {(mode, metric): threshold}        measured
-    None: {("window", "things"): 0.4,                  # 0.50
+    "clip/maskclip-ros-tiny-vit16.pt": {("window", "things"): 0.4,                  # 0.50
            ("window", "thing_colour"): 0.9,            # 1.00
            ("tokens", "thing_colour"): 0.9,            # 1.00
            ("tokens", "things"): 0.15},                # 0.21
@@ -156,13 +169,17 @@ COMMITTED = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("checkpoint", list(COMMITTED))
 def test_committed_clip_recognises_generated_regions(checkpoint):
-    """A committed small CLIP, loaded through the factory (config/default.yaml; the checkpoint path
-    relative to the assets), classifies held-out regions far above chance (14 classes: 7%, 8 colours)."""
-    params = load_params()
-    assert resolve_asset_path(checkpoint or params["clip"]["checkpoint"]).is_file()
-    result = ct.evaluate_clip(checkpoint=checkpoint, num_scenes=4, seed=1000, modes=("window", "tokens"),
-                              progress=False)
+    """A committed small CLIP, loaded through the factory (the checkpoint path relative to the assets),
+    classifies held-out regions far above chance (14 classes: 7%, 8 colours). Golden figures: every input
+    is pinned here (checkpoint, model, input size, mask threshold, prompt templates, scenes, window size)."""
+    assert config.asset(checkpoint).is_file()
+    pinned = [f"clip.model_name={CONFIG}", f"clip.checkpoint={checkpoint}", "clip.pretrained=",
+              "clip.random_init=false", "clip.short_side=480", "maskclip.mask_threshold=0.5",
+              f"vocabulary.prompt_templates={list(TEMPLATES)}"]
+    result = evaluate_clip(load_segmenter_config(overrides=pinned), num_scenes=4, seed=1000, max_window=8,
+                           modes=("window", "tokens"), progress=False)
     for (mode, metric), threshold in COMMITTED[checkpoint].items():
         assert result[mode][metric]["accuracy"] >= threshold, (mode, metric)

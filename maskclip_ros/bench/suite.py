@@ -1,4 +1,4 @@
-"""`maskclip-ros bench`: every benchmark in one run, one JSON and one plot.
+"""Every benchmark in one run, one JSON and one plot (`maskclip-ros bench`).
 
 * This CPU's fp32 matmul peak (square torch.matmul, best of several) and, per CLIP model, the plain ViT
   forward at 640x480 as a share of that peak (FLOPs counted from the model's shape, see ``vit_flops``).
@@ -12,65 +12,61 @@ sub-benchmark are measured side by side in one run.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_MODELS = ("ViT-B-16", "ViT-L-14-336")
+from maskclip_ros.bench import write_json
+
+MATMUL_SIDE = 2048  # n of the n x n x n matmul that measures this CPU's peak
+MATMUL_REPEATS = 5
 
 
-def register(subparsers) -> None:
-    """Add the `bench` subcommand."""
-    p = subparsers.add_parser("bench", help="all benchmarks: model, proposals, node, matmul peak; JSON + plot",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="open_clip ViT names (random init)")
-    p.add_argument("--masks", type=int, nargs="+", default=[10, 50, 100], help="proposal counts M")
-    p.add_argument("--sizes", type=int, nargs="+", default=[224, 336, 480, 720],
-                   help="input short sides for the latency-vs-size curve (tokens mode, 4:3 frames)")
-    p.add_argument("--size-masks", type=int, default=50, help="masks per frame for the latency-vs-size curve")
-    p.add_argument("--repeats", type=int, default=2, help="timed runs per point (median reported)")
-    p.add_argument("--skip", nargs="*", default=[], choices=("model", "size", "proposals", "node"),
-                   help="parts to leave out")
-    p.add_argument("--out", type=Path, default=REPO / "out" / "bench", help="output directory")
-    p.set_defaults(func=run)
+@dataclass(frozen=True)
+class Suite:
+    """What `maskclip-ros bench` runs (its options; defaults in config/commands.yaml)."""
+    models: tuple[str, ...]   # open_clip ViT names (random init)
+    masks: tuple[int, ...]    # proposal counts M
+    sizes: tuple[int, ...]    # input short sides of the latency-vs-size curve
+    size_masks: int           # masks per frame of that curve
+    repeats: int              # timed runs per point
+    skip: tuple[str, ...]     # parts left out: model, size, proposals, node
+    out: Path                 # output directory
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the parts, write <out>/bench.json and <out>/bench.png, print a table."""
+def run_suite(suite: Suite) -> dict:
+    """Run the parts; write <out>/bench.json and <out>/bench.png; returns the results."""
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
-    args.out.mkdir(parents=True, exist_ok=True)
+    suite.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"machine": {"cpus": os.cpu_count(), "threads": torch.get_num_threads(),
                                  "load_average_start": list(os.getloadavg())}}
     results["matmul_peak_gflops"] = matmul_peak_gflops()
     results["models"] = {}
-    for name in args.models:
+    for name in suite.models:
         entry = results["models"][name] = {"vit_forward": vit_forward(name, results["matmul_peak_gflops"])}
-        if "model" not in args.skip:
-            entry["modes"] = _subcommand(["bench-model", "--model", name, "--masks", *map(str, args.masks),
-                                          "--repeats", str(args.repeats)], args.out / f"model_{name}.json")
-        if "size" not in args.skip:
-            entry["tokens_vs_size"] = latency_vs_size(name, args.sizes, args.size_masks, args.repeats)
-    if "proposals" not in args.skip:
-        results["proposals"] = _subcommand(["bench-proposals"], args.out / "proposals.json")
-    if "node" not in args.skip:
-        results["node"] = _subcommand(["bench-node"], args.out / "node.json")
+        if "model" not in suite.skip:
+            entry["modes"] = _subcommand(["bench-model", "--model", name, "--masks", *map(str, suite.masks),
+                                          "--repeats", str(suite.repeats)], suite.out / f"model_{name}.json")
+        if "size" not in suite.skip:
+            entry["tokens_vs_size"] = latency_vs_size(name, suite.sizes, suite.size_masks, suite.repeats)
+    if "proposals" not in suite.skip:
+        results["proposals"] = _subcommand(["bench-proposals"], suite.out / "proposals.json")
+    if "node" not in suite.skip:
+        results["node"] = _subcommand(["bench-node"], suite.out / "node.json")
     results["machine"]["load_average_end"] = list(os.getloadavg())
-    (args.out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
-    plot(results, args.out / "bench.png")
-    print(report(results))
-    print(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.png'}")
-    return 0
+    write_json(suite.out / "bench.json", results)
+    plot(results, suite.out / "bench.png")
+    return results
 
 
 # ----------------------------------------------------------------------------------------- measurements
-def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+def matmul_peak_gflops(n: int = MATMUL_SIDE, repeats: int = MATMUL_REPEATS) -> float:
     """Best fp32 GFLOP/s of an n x n x n torch.matmul on this CPU with all threads (2 n^3 FLOPs each)."""
     import torch
 
@@ -93,15 +89,21 @@ def vit_flops(tokens: int, width: int, depth: int, mlp_hidden: int, patch: int) 
 
 
 def _tower(name: str, short_side: int):
+    """A random-init CLIP tower ``name`` on the CPU (seeded) at ``short_side`` (0 = the params')."""
     import torch
 
-    from maskclip_ros.config import from_section, load_params
-    from maskclip_ros.model.factory import ClipConfig, build_clip
+    from maskclip_ros.model.factory import build_clip
 
-    section = {**load_params(None)["clip"], "model_name": name, "pretrained": "", "checkpoint": "",
-               "random_init": True, "short_side": short_side}
     torch.manual_seed(0)
-    return build_clip(from_section(ClipConfig, section, "clip"), "cpu")
+    return build_clip(_model_config(name, short_side).clip, "cpu")
+
+
+def _model_config(name: str, short_side: int):
+    from maskclip_ros.pipeline import load_segmenter_config
+
+    sets = [f"clip.model_name={name}", "clip.pretrained=", "clip.checkpoint=", "clip.random_init=true",
+            "maskclip.mode=tokens"] + ([f"clip.short_side={short_side}"] if short_side else [])
+    return load_segmenter_config(overrides=sets)
 
 
 def vit_forward(name: str, peak_gflops: float, frame=(480, 640), repeats: int = 3) -> dict:
@@ -110,9 +112,7 @@ def vit_forward(name: str, peak_gflops: float, frame=(480, 640), repeats: int = 
     import numpy as np
     import torch
 
-    from maskclip_ros.config import load_params
-
-    tower = _tower(name, load_params(None)["clip"]["short_side"])
+    tower = _tower(name, 0)
     image = np.random.default_rng(0).integers(0, 256, (*frame, 3), dtype=np.uint8)
     pixels, geometry = tower.preprocess(image)
     visual = tower.visual
@@ -136,19 +136,17 @@ def latency_vs_size(name: str, sizes: list[int], masks: int, repeats: int) -> di
 
     import torch
 
-    from maskclip_ros.bench_model import _forward, _frame, proposals
-    from maskclip_ros.config import deep_update, load_params
+    from maskclip_ros.bench.model import ellipse_masks, synthetic_frame, time_forward
     from maskclip_ros.model.factory import build_maskclip
 
     out = {}
     for side in sizes:
         tower = _tower(name, side)
-        params = deep_update(load_params(None), {"maskclip": {"mode": "tokens"}})
-        model = build_maskclip(params, "cpu", tower=tower).eval()
+        model = build_maskclip(_model_config(name, side).maskclip, tower).eval()
         h, w = side, side * 4 // 3
-        image, mask_stack = _frame(h, w), proposals(masks, h, w)
-        _forward(model, image, mask_stack)  # warm-up
-        out[str(side)] = statistics.median(_forward(model, image, mask_stack) for _ in range(repeats))
+        image, mask_stack = synthetic_frame(h, w, seed=0), ellipse_masks(masks, h, w, seed=0)
+        time_forward(model, image, mask_stack)  # warm-up
+        out[str(side)] = statistics.median(time_forward(model, image, mask_stack) for _ in range(repeats))
         del model, tower
         torch.cuda.empty_cache() if torch.cuda.is_available() else None
     return out
@@ -158,7 +156,7 @@ def _subcommand(argv: list[str], json_path: Path) -> dict:
     """Run `maskclip-ros <argv> --out json_path` in a fresh process; its JSON, or the error."""
     cmd = [sys.executable, "-m", "maskclip_ros.cli", *argv, "--out", str(json_path)]
     print("[bench] " + " ".join(cmd[2:]), flush=True)
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not json_path.exists():
         return {"error": f"exit {done.returncode}: {done.stderr.strip()[-2000:]}"}
     return json.loads(json_path.read_text())

@@ -12,32 +12,46 @@ to segment() directly, and published as a label image to the node.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from maskclip_ros.ros.interface import NODE_NAME, parse_diagnostics
+from maskclip_ros.ros.spin import spin_until, start_process, stop_process
+
 OUTPUTS = ("panoptic", "semantic", "segments")
 INFERENCE_STAGES = ("proposals", "clip", "merge")
+SPIN_STEP_S = 0.005  # fine-grained spinning: the end-to-end time is measured here
+WHOLE_RUN_WINDOW_S = 600.0  # the node's diagnostics average over the whole run (up to 10 minutes)
+
+
+@dataclass(frozen=True)
+class NodeBench:
+    """What `maskclip-ros bench-node` measures (its options; defaults in config/commands.yaml)."""
+    params_files: tuple[str, ...]  # node params files over config/default.yaml
+    frames: int                    # timed frames
+    warmup: int                    # untimed frames first
+    width: int                     # frame size
+    height: int
+    seed: int                      # world seed of the frames
+    timeout: float                 # seconds to wait for the node and for each frame's outputs
+    target_overhead: float         # the node may add at most this fraction to the model's time
+    out: Path                      # JSON report path
 
 
 def _frames(count: int, width: int, height: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """`count` generated scenes: ((H, W, 3) uint8 RGB, (H, W) int32 segment ids used as proposals)."""
-    from maskclip_ros.data.world import WorldConfig, generate_scene
+    from maskclip_ros.data.world import default_world_config, generate_scene
 
-    cfg = WorldConfig.load(width=width, height=height)
+    cfg = dataclasses.replace(default_world_config(), width=width, height=height)
     scenes = [generate_scene(seed, i, cfg) for i in range(count)]
     return [(s.image, s.panoptic.astype(np.int32)) for s in scenes]
-
-
-def _external(params: dict) -> bool:
-    return params.get("proposals", {}).get("backend", "external") == "external"
 
 
 def _summary(ms: list[float]) -> dict[str, float]:
@@ -46,31 +60,20 @@ def _summary(ms: list[float]) -> dict[str, float]:
             "p90": float(np.percentile(values, 90)), "min": float(values.min())}
 
 
-def _params(params_file: str | None) -> dict:
-    """config/default.yaml updated with `params_file` (as the node sees them)."""
-    from maskclip_ros.config import deep_update, load_params
-
-    params = load_params()
-    return deep_update(params, load_params(params_file)) if params_file else params
-
-
 class _Segmenter:
     """The model core in this process, built from the same parameters as the node, run the way the node
     runs it: in one worker thread (torch's CPU threading differs between the main thread and others; on a
     loaded machine a 2-thread pool driven from the main thread was measured 4-5x slower)."""
 
-    def __init__(self, params: dict) -> None:
-        import torch
+    def __init__(self, config) -> None:
+        from maskclip_ros.model.vocabulary import split_kind_suffixes
+        from maskclip_ros.ros.startup import build_segmenter
 
-        from maskclip_ros.pipeline import build_segmenter
-
-        if params["num_threads"] > 0:
-            torch.set_num_threads(params["num_threads"])
-        self.segmenter = build_segmenter(params, device=params["device"], precision=params["precision"])
-        vocab = params["vocabulary"]
-        self.vocabulary = self.segmenter.make_vocabulary(vocab["class_names"], vocab["is_thing"],
-                                                         vocab["prompt_templates"])
-        self.external = _external(params)
+        self.segmenter = build_segmenter(config)
+        vocab = config.vocabulary
+        names, flags = split_kind_suffixes(vocab.class_names, vocab.is_thing or None)
+        self.vocabulary = self.segmenter.make_vocabulary(names, flags, vocab.prompt_templates)
+        self.external = config.proposals.resolved_backend == "external"
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-worker")
 
     def time_ms(self, image: np.ndarray, labels: np.ndarray) -> float:
@@ -86,9 +89,21 @@ class _Segmenter:
 
 
 class _NodeRun:
-    """The node in its own process plus a client node here that publishes frames and times the outputs."""
+    """The node in its own process plus a client node here that publishes frames and times the outputs.
+    Use as a context manager: the node process is stopped and rclpy shut down even when start-up fails."""
 
-    def __init__(self, params_file: str | None, external: bool, log: Path, timeout: float = 120.0) -> None:
+    def __init__(self, params_files, external: bool, log: Path, timeout: float) -> None:
+        overrides = [f"qos_overrides.{t}.subscription.reliability:=reliable" for t in ("/image", "/proposals")]
+        overrides.append(f"diagnostics.window:={WHOLE_RUN_WINDOW_S}")
+        self.cmd = [sys.executable, "-m", "maskclip_ros.cli", "node",
+                    *[a for f in params_files for a in ("--params-file", str(f))],
+                    "--ros-args", *[a for value in overrides for a in ("-p", value)]]
+        self.external, self.log, self.timeout = external, log, timeout
+        self.proc = self.node = None
+        self.arrived: dict[tuple[str, int], float] = {}
+        self.diagnostics: list[dict] = []
+
+    def __enter__(self) -> "_NodeRun":
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -97,29 +112,34 @@ class _NodeRun:
         from maskclip_ros.msg import Segmentation
         from maskclip_ros.ros.conversions import ImageConverter
 
-        overrides = [f"qos_overrides.{t}.subscription.reliability:=reliable" for t in ("/image", "/proposals")]
-        overrides.append("diagnostics.window:=600.0")  # averages over the whole run (up to 10 minutes)
-        cmd = [sys.executable, "-m", "maskclip_ros.cli", "node",
-               *(["--params-file", params_file] if params_file else []),
-               "--ros-args", *[a for value in overrides for a in ("-p", value)]]
-        with open(log, "w") as log_file:
-            self.proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        self.timeout, self.converter = timeout, ImageConverter()
+        self.proc = start_process(self.cmd, self.log)
         rclpy.init()
-        self.node = rclpy.create_node("maskclip_bench")
-        self.arrived: dict[tuple[str, int], float] = {}
-        self.diagnostics: list[dict[str, str]] = []
+        self.node, self.converter = rclpy.create_node("maskclip_bench"), ImageConverter()
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         for name in OUTPUTS:
-            self.node.create_subscription(Segmentation if name == "segments" else Image, f"/maskclip/{name}",
+            self.node.create_subscription(Segmentation if name == "segments" else Image, f"/{NODE_NAME}/{name}",
                                           lambda msg, n=name: self.arrived.setdefault(
                                               (n, msg.header.stamp.sec), time.perf_counter()), qos)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", lambda msg: self.diagnostics.extend(
-            {kv.key: kv.value for kv in st.values} for st in msg.status if st.name == "/maskclip: segmentation"), 10)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
         self.images = self.node.create_publisher(Image, "/image", qos)
-        self.proposals = self.node.create_publisher(Image, "/proposals", qos) if external else None
+        self.proposals = self.node.create_publisher(Image, "/proposals", qos) if self.external else None
         self._spin_until(lambda: self.images.get_subscription_count() > 0 and all(
-            self.node.count_publishers(f"/maskclip/{n}") for n in OUTPUTS), "the node to become active")
+            self.node.count_publishers(f"/{NODE_NAME}/{n}") for n in OUTPUTS), "the node to become active")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import rclpy
+
+        if self.node is not None:
+            self.node.destroy_node()
+        rclpy.try_shutdown()
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    def _on_diagnostics(self, msg) -> None:
+        values = parse_diagnostics(msg, f"/{NODE_NAME}")
+        if values is not None:
+            self.diagnostics.append(values)
 
     def time_ms(self, stamp: int, image: np.ndarray, labels: np.ndarray) -> float:
         msg = self.converter.rgb_to_image(image)
@@ -136,40 +156,23 @@ class _NodeRun:
         """The node's mean per-stage times (ms) over everything it processed, from a fresh /diagnostics."""
         count = len(self.diagnostics)
         self._spin_until(lambda: len(self.diagnostics) > count, "a diagnostics message")
-        values = self.diagnostics[-1]
-        return {k[len("latency_"):-len("_ms")]: float(v) for k, v in values.items()
-                if k.startswith("latency_") and k.endswith("_ms") and not k.endswith("_max_ms")}
+        return dict(self.diagnostics[-1]["latency_ms"])
 
     def _spin_until(self, condition, what: str) -> None:
-        import rclpy
-
-        deadline = time.monotonic() + self.timeout
-        while not condition():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the node exited (code {self.proc.returncode}) while waiting for {what}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"timed out waiting for {what}")
-            rclpy.spin_once(self.node, timeout_sec=0.005)
-
-    def close(self) -> None:
-        import rclpy
-
-        self.node.destroy_node()
-        rclpy.try_shutdown()
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            self.proc.wait(30)
+        spin_until(self.node, condition, self.timeout, what, watch={"node": self.proc}, step=SPIN_STEP_S)
 
 
-def bench(params_file: str | None, count: int, warmup: int, width: int, height: int, out: Path,
-          seed: int = 0) -> dict:
+def bench(opts: NodeBench) -> dict:
     """Time every frame both ways (alternating which goes first); returns and writes the JSON report."""
-    frames = _frames(count + warmup, width, height, seed)
+    from maskclip_ros.ros.node_config import NodeConfig
+
+    count, warmup, out = opts.frames, opts.warmup, opts.out
+    frames = _frames(count + warmup, opts.width, opts.height, opts.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    params = _params(params_file)
-    run = _NodeRun(params_file, _external(params), out.with_suffix(".node.log"))
-    try:
-        local = _Segmenter(params)
+    config = NodeConfig.load(*opts.params_files)
+    external = config.proposals.resolved_backend == "external"
+    with _NodeRun(opts.params_files, external, out.with_suffix(".node.log"), opts.timeout) as run:
+        local = _Segmenter(config)
         model_all, node_all = [], []
         for index, (image, labels) in enumerate(frames):
             if index % 2:
@@ -179,15 +182,13 @@ def bench(params_file: str | None, count: int, warmup: int, width: int, height: 
                 model_all.append(local.time_ms(image, labels))
                 node_all.append(run.time_ms(index + 1, image, labels))
         stages = run.node_stages_ms()  # means over every frame the node processed (warm-up included)
-    finally:
-        run.close()
     model_ms, node_ms = model_all[warmup:], node_all[warmup:]
     model, node = _summary(model_ms), _summary(node_ms)
     node_inference = sum(stages.get(s, 0.0) for s in INFERENCE_STAGES)
     paired = np.asarray(node_ms) / np.asarray(model_ms) - 1
     report = {
-        "frames": count, "warmup": warmup, "width": width, "height": height,
-        "params_file": params_file or "config/default.yaml", "input_qos": "reliable",
+        "frames": count, "warmup": warmup, "width": opts.width, "height": opts.height,
+        "params_files": list(opts.params_files) or ["config/default.yaml"], "input_qos": "reliable",
         "model_ms": model, "end_to_end_ms": node,
         "overhead_ms_median": node["median"] - model["median"],
         "overhead_ratio_median": node["median"] / model["median"] - 1,
@@ -196,7 +197,7 @@ def bench(params_file: str | None, count: int, warmup: int, width: int, height: 
         "node_inference_mean_ms": node_inference,
         "end_to_end_mean_all_frames_ms": float(np.mean(node_all)),
         "overhead_vs_node_inference_ratio": (float(np.mean(node_all)) - node_inference) / node_inference,
-        "target_overhead_ratio": 0.05,
+        "target_overhead_ratio": opts.target_overhead,
         "per_frame": {"model_ms": model_ms, "end_to_end_ms": node_ms},
     }
     out.write_text(json.dumps(report, indent=2))
