@@ -31,6 +31,7 @@ COMMANDS = {
     "make-world": ("maskclip_ros.commands.make_world", "write generated scenes as a COCO panoptic dataset"),
     "train-clip": ("maskclip_ros.commands.train_clip", "train the small CLIP on the generated world"),
     "eval-clip": ("maskclip_ros.commands.eval_clip", "zero-shot region accuracy of a CLIP on held-out scenes"),
+    "eval-tracking": ("maskclip_ros.commands.eval_tracking", "MOTA / IDF1 / HOTA and 3D error on generated sequences"),
     "bench": ("maskclip_ros.commands.bench", "all benchmarks: model, proposals, node, matmul peak; JSON + plot"),
     "bench-model": ("maskclip_ros.commands.bench_model", "latency of crop / tokens / rma modes"),
     "bench-proposals": ("maskclip_ros.commands.bench_proposals",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from maskclip_ros.proposals.base import Proposer
 __all__ = ["PanopticResult", "SegmentInfo", "Segmenter", "SegmenterConfig", "Vocabulary", "VocabularyError",
            "build_segmenter", "load_segmenter_config"]
 
+LOG = logging.getLogger(__name__)
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 PARAMS_FILE = "default.yaml"
 
@@ -181,19 +183,41 @@ def build_segmenter(cfg: SegmenterConfig, *, with_proposer: bool = True) -> Segm
     ``with_proposer=False`` builds no proposer (training on coarse ground truth, evaluation on ground-truth
     masks): ``segment`` then needs ``external_masks``.
     """
-    torch_device = _check_device(cfg.device, cfg.precision)
+    torch_device = _check_device(cfg.device, cfg.precision, cfg.maskclip.backend)
     tower = build_clip(cfg.clip, torch_device)
     proposer = None
     if with_proposer:
         from maskclip_ros.proposals import build_proposer  # imports the configured backend only
 
         proposer = build_proposer(cfg.proposals, device=str(torch_device))
-    return Segmenter(maskclip=build_maskclip(cfg.maskclip, tower), proposer=proposer,
+    return Segmenter(maskclip=_encoder(cfg, build_maskclip(cfg.maskclip, tower)), proposer=proposer,
                      embedder=TextEmbedder(tower=tower, cache_size=cfg.vocabulary.embedding_cache_size),
                      vocabulary_config=cfg.vocabulary, merge_config=cfg.merge, precision=cfg.precision)
 
 
-def _check_device(device: str, precision: str) -> torch.device:
+def _encoder(cfg: SegmenterConfig, maskclip: MaskCLIP):
+    """The encoder ``segment`` runs: the MaskCLIP model itself (backend torch, or crop mode), or its
+    exported encoder under openvino / onnxruntime (``model.export``, exported and cached on first use)."""
+    mcfg = cfg.maskclip
+    if mcfg.backend == "torch":
+        return maskclip
+    if mcfg.mode == "crop":
+        LOG.info("maskclip.backend %s: crop mode runs one CLIP pass per mask and is not exported; using torch",
+                 mcfg.backend)
+        return maskclip
+    from maskclip_ros.model.export import build_exported_maskclip
+    from maskclip_ros.proposals.common import scaled_size
+
+    frame = tuple(mcfg.export_frame_size) if min(mcfg.export_frame_size) > 0 else None
+    mask_size = scaled_size(*frame, cfg.proposals.mask_long_side) if frame and cfg.proposals.mask_long_side else frame
+    return build_exported_maskclip(maskclip, backend=mcfg.backend, precision=cfg.precision,
+                                   cache_dir=mcfg.export_cache_dir, max_masks=cfg.proposals.max_proposals,
+                                   image_size=frame, mask_size=mask_size, threads=mcfg.export_threads)
+
+
+def _check_device(device: str, precision: str, backend: str) -> torch.device:
+    from maskclip_ros.model.runtimes import check_precision
+
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     try:
@@ -207,8 +231,7 @@ def _check_device(device: str, precision: str) -> torch.device:
             raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
     elif torch_device.type != "cpu":
         raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
-    if precision != "fp32" and torch_device.type != "cuda":
-        raise ValueError(f"precision {precision} needs a CUDA device; use precision fp32 on {device}")
+    check_precision(backend, precision, torch_device)  # bf16 on CPUs with native bf16, fp16 on CUDA only
     return torch_device
 
 

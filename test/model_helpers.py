@@ -19,7 +19,8 @@ TINY = "maskclip-ros-test-tiny"
 # defaults never changes what these tests check).
 MASKCLIP = MaskCLIPConfig(mode="tokens", mask_threshold=0.5, crop_batch_size=4, crop_size=0, rma_layers="",
                           rma_num_layers=2, rma_refine=True, rma_refine_hidden=8, rma_mask_resolution=4,
-                          rma_no_object=True, rma_checkpoint="")
+                          rma_no_object=True, rma_checkpoint="", backend="torch", export_cache_dir="",
+                          export_threads=0, export_frame_size=(0, 0))
 
 
 def maskclip_config(**changes) -> MaskCLIPConfig:

@@ -94,6 +94,7 @@ def test_resource_finder_prefers_the_checkout_then_ament_prefixes(tmp_path, monk
 
 def test_every_shipped_file_converts_to_its_typed_tree():
     """Each key of each config file has an owner and each owner's field a key (strict conversion)."""
+    from maskclip_ros.data.sequences import SequenceConfig
     from maskclip_ros.data.world import MakeWorldConfig, WorldConfig
     from maskclip_ros.evaluation.runner import EvalConfig
     from maskclip_ros.ros.node_config import NodeConfig
@@ -105,7 +106,7 @@ def test_every_shipped_file_converts_to_its_typed_tree():
     assert NodeConfig.load().vocabulary.class_names
     NodeConfig.load(config.shipped_config("demo.yaml"))
     owners = {"train.yaml": {"train": TrainConfig, "loss": LossWeights, "coarse": CoarseConfig, "eval": EvalConfig},
-              "world.yaml": {"world": WorldConfig, "make_world": MakeWorldConfig},
+              "world.yaml": {"world": WorldConfig, "make_world": MakeWorldConfig, "sequences": SequenceConfig},
               "small_clip.yaml": {"train_clip": SmallClipTrainConfig, "eval_clip": EvalClipConfig}}
     for name, sections in owners.items():
         tree = config.read_yaml(config.shipped_config(name))

@@ -1,98 +1,96 @@
-"""launch/segment.launch.py and config/maskclip.rviz checked without launch_ros (not installable here): the
-launch file is parsed with `ast` and its contract compared with the node, CMakeLists.txt and config/."""
-import ast
-import re
+"""launch/segment.launch.py evaluated with the real launch API (no process started): every argument, the
+node's name, remappings, parameters and environment; and config/maskclip.rviz against the node's topics.
+`ros2 launch` itself runs in test_ros2_cli.py."""
+from __future__ import annotations
+
+import importlib.util
 from pathlib import Path
 
+import pytest
 import yaml
 
 from maskclip_ros.config import flatten, read_yaml, shipped_config
-from maskclip_ros.ros import interface as segmentation_node
+from maskclip_ros.ros import interface
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch" / "segment.launch.py"
+launch = pytest.importorskip("launch", reason="ROS 2 launch is not installed: make setup-ros-tools "
+                             "(../shared/ros2-tools) or source a ROS 2 install")
+pytest.importorskip("launch_ros", reason="launch_ros is not installed: make setup-ros-tools")
 
 
-def _tree() -> ast.Module:
-    return ast.parse(LAUNCH.read_text(), filename=str(LAUNCH))
+def evaluate(monkeypatch, **arguments):
+    """(the Node action after substitution, its parameters dict, the declared argument names)."""
+    from launch import LaunchContext
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.utilities import perform_substitutions
+
+    import sys
+
+    monkeypatch.setenv("AMENT_PREFIX_PATH", sys.prefix)  # the venv is an ament prefix holding maskclip_ros
+    spec = importlib.util.spec_from_file_location("segment_launch", LAUNCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    description = module.generate_launch_description()
+    context = LaunchContext()
+    context.launch_configurations.update({"params_file": str(shipped_config("default.yaml")), **arguments})
+    declared = [e for e in description.entities if isinstance(e, DeclareLaunchArgument)]
+    for action in declared:
+        action.execute(context)
+    (opaque,) = [e for e in description.entities if isinstance(e, OpaqueFunction)]
+    (node,) = opaque.execute(context)
+    node._perform_substitutions(context)
+    files = [Path(path) for path, _ in node._Node__expanded_parameter_arguments]
+    assert files[0] == Path(context.launch_configurations["params_file"]), "the params file comes first"
+    params = {}
+    for path in files[1:]:  # the command-line overrides, written by launch_ros as a params file
+        params.update(next(iter(yaml.safe_load(path.read_text()).values()))["ros__parameters"])
+    env = {perform_substitutions(context, k): perform_substitutions(context, v) for k, v in node.additional_env}
+    return node, params, env, [a.name for a in declared]
 
 
-def _calls(name: str) -> list[ast.Call]:
-    return [n for n in ast.walk(_tree()) if isinstance(n, ast.Call)
-            and (getattr(n.func, "id", None) == name or getattr(n.func, "attr", None) == name)]
+def test_defaults_remap_the_node_topics_and_expose_the_service(monkeypatch):
+    monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
+    node, params, env, declared = evaluate(monkeypatch)
+    assert node.node_name == "/" + interface.NODE_NAME and node.node_package == "maskclip_ros"
+    remaps = dict(node.expanded_remapping_rules)
+    assert remaps == {interface.IMAGE_TOPIC: "/camera/image_raw", interface.COMPRESSED_TOPIC: "/camera/image_raw/compressed",
+                      interface.DEPTH_TOPIC: "/camera/depth_registered/image_raw",
+                      interface.CAMERA_INFO_TOPIC: "/camera/camera_info",
+                      interface.SERVICE_NAME: interface.LAUNCH_SERVICE_NAME.lstrip("/")}
+    assert params == {"use_sim_time": False}, "without arguments the params file decides everything"
+    profile = Path(env["FASTDDS_DEFAULT_PROFILES_FILE"])  # in the package's share dir (installed by CMake)
+    assert profile.parts[-3:] == ("maskclip_ros", "config", "fastdds_large_frames.xml")
+    assert set(declared) == {"image", "depth", "camera_info", "params_file", "device", "namespace", "use_sim_time",
+                             "compressed", "large_frames"}
 
 
-def _kwargs(call: ast.Call) -> dict[str, ast.expr]:
-    return {k.arg: k.value for k in call.keywords}
+def test_arguments_override_only_what_they_name(monkeypatch):
+    monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE", raising=False)
+    node, params, env, _ = evaluate(monkeypatch, image="/rs/color/image_raw", device="cuda", compressed="true",
+                                    use_sim_time="true", namespace="robot1", large_frames="false",
+                                    camera_info="/rs/color/info")
+    assert params == {"use_sim_time": True, "device": "cuda", "compressed_input": True}
+    assert set(params) - {"use_sim_time"} <= set(flatten(read_yaml(shipped_config("default.yaml"))))
+    remaps = dict(node.expanded_remapping_rules)
+    assert remaps["image"] == "/rs/color/image_raw" and remaps["camera_info"] == "/rs/color/info"
+    assert node.expanded_node_namespace == "/robot1" and env == {}
+    assert remaps["~/set_vocabulary"] == "set_vocabulary", "relative: /robot1/set_vocabulary, no clash between robots"
 
 
-def _value(expr: ast.expr):
-    """A literal, or the literal a module-level NAME = ... assigns."""
-    if isinstance(expr, ast.Name):
-        (assign,) = [n for n in _tree().body if isinstance(n, ast.Assign)
-                     and any(getattr(t, "id", None) == expr.id for t in n.targets)]
-        expr = assign.value
-    return ast.literal_eval(expr)
+def test_a_profile_the_user_chose_is_kept(monkeypatch):
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", "/etc/my_profile.xml")
+    _, _, env, _ = evaluate(monkeypatch)
+    assert env == {}, "the node inherits the user's FASTDDS_DEFAULT_PROFILES_FILE"
 
 
-def _declared_arguments() -> dict[str, ast.Call]:
-    return {ast.literal_eval(c.args[0]): c for c in _calls("DeclareLaunchArgument")}
-
-
-def test_launch_declares_the_documented_arguments():
-    declared = _declared_arguments()
-    assert set(declared) == {"image", "params_file", "device", "namespace", "use_sim_time", "compressed"}
-    assert all("description" in _kwargs(c) for c in declared.values())
-    used = {ast.literal_eval(c.args[0]) for c in _calls("LaunchConfiguration")}
-    assert used == set(declared), "every argument is used and every LaunchConfiguration is declared"
-
-
-def test_launch_starts_the_installed_executable():
-    (node,) = _calls("Node")
-    kw = _kwargs(node)
-    package, executable = _value(kw["package"]), _value(kw["executable"])
-    cmake = (REPO / "CMakeLists.txt").read_text()
-    assert re.search(r"project\((\w+)\)", cmake).group(1) == "maskclip_ros"
-    assert "<name>maskclip_ros</name>" in (REPO / "package.xml").read_text()
-    assert re.search(rf"install\(PROGRAMS [^)]*scripts/{executable}\b[^)]*DESTINATION lib/\$\{{PROJECT_NAME\}}",
-                     cmake), "the executable is installed where ros2 run / launch_ros look"
-    assert 'main(["node"' in (REPO / "scripts" / executable).read_text(), "it runs `maskclip-ros node`"
-    assert ast.literal_eval(kw["name"]) == segmentation_node.NODE_NAME
-    assert package == "maskclip_ros"
-
-
-def test_launch_params_file_default_exists_and_is_installed():
-    default = _kwargs(_declared_arguments()["params_file"])["default_value"]
-    parts = [ast.literal_eval(a) for a in default.args[1:]]  # os.path.join(share, "config", "default.yaml")
-    assert (REPO.joinpath(*parts)).is_file()
-    assert re.search(r"install\(DIRECTORY [^)]*\bconfig\b[^)]*DESTINATION share/\$\{PROJECT_NAME\}",
-                     (REPO / "CMakeLists.txt").read_text())
-
-
-def test_launch_remappings_match_the_node_topics():
-    (node,) = _calls("Node")
-    pairs = [tuple(e.elts) for e in _kwargs(node)["remappings"].elts]
-    sources = [ast.literal_eval(src) for src, _ in pairs]
-    assert sources == [segmentation_node.IMAGE_TOPIC, segmentation_node.COMPRESSED_TOPIC,
-                       segmentation_node.SERVICE_NAME]
-    assert ast.literal_eval(pairs[2][1]) == "/set_vocabulary"
-
-
-def test_launch_overrides_only_known_parameters():
-    """Every key the launch file sets on the node is a node parameter (or ROS's own use_sim_time)."""
-    keys = {ast.literal_eval(t.slice) for t in ast.walk(_tree())
-            if isinstance(t, ast.Subscript) and getattr(t.value, "id", None) == "overrides"}
-    keys |= {ast.literal_eval(k) for d in ast.walk(_tree()) if isinstance(d, ast.Dict) for k in d.keys}
-    assert keys == {"use_sim_time", "device", "compressed_input"}
-    assert keys - {"use_sim_time"} <= set(flatten(read_yaml(shipped_config("default.yaml"))))
-
-
-def test_rviz_config_shows_camera_and_overlay():
+def test_rviz_config_shows_camera_overlay_and_3d():
     rviz = yaml.safe_load((REPO / "config" / "maskclip.rviz").read_text())
     displays = {d["Name"]: d for d in rviz["Visualization Manager"]["Displays"]}
-    assert {d["Class"] for d in displays.values()} == {"rviz_default_plugins/Image"}
-    overlay_topic = "/" + segmentation_node.NODE_NAME + segmentation_node.OUTPUT_TOPICS["overlay"][1:]
-    assert displays["Overlay"]["Topic"]["Value"] == overlay_topic
-    camera = _kwargs(_declared_arguments()["image"])["default_value"]
-    assert displays["Camera"]["Topic"]["Value"] == ast.literal_eval(camera)
+    node = "/" + interface.NODE_NAME
+    assert displays["Overlay"]["Topic"]["Value"] == node + interface.OUTPUT_TOPICS["overlay"][1:]
+    assert displays["Objects3D"]["Class"] == "rviz_default_plugins/MarkerArray"
+    assert displays["Objects3D"]["Topic"]["Value"] == node + interface.DEPTH_OUTPUT_TOPICS["markers"][1:]
+    assert displays["LabelledCloud"]["Topic"]["Value"] == node + interface.DEPTH_OUTPUT_TOPICS["cloud"][1:]
+    assert displays["Camera"]["Topic"]["Value"] == "/camera/image_raw"
     assert displays["Camera"]["Topic"]["Reliability Policy"] == "Best Effort"  # matches camera drivers

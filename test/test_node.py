@@ -247,7 +247,7 @@ def test_diagnostics_report_rates_latencies_and_model(session):
     peer.wait_outputs(stamp)
     values = peer.latest_diagnostics()
     stages, worst = values["latency_ms"], values["latency_max_ms"]
-    assert set(stages) == set(worst) == {"proposals", "clip", "merge", "publish", "total"}
+    assert set(stages) == set(worst) == {"proposals", "clip", "merge", "tracking", "geometry", "publish", "total"}
     assert all(worst[k] >= stages[k] for k in stages), "a maximum is never below its mean"
     # end to end includes inference and publishing (same frames, means over the window)
     assert stages["total"] >= stages["clip"] + stages["publish"]

@@ -1,5 +1,6 @@
 """The one loader: CLIP towers (open_clip name + pretrained tag, local checkpoint, or random init), MaskCLIP
-models, and RMA checkpoints. Nothing else in the project opens a weights file or downloads.
+models, and RMA checkpoints; ``load_weights_file`` also reads the mmdet proposal networks' weights. Nothing
+else in the project opens a weights file or downloads.
 
 * Custom open_clip configs in ``maskclip_ros/assets/clip_configs/*.json`` are registered with
   ``open_clip.add_model_config``, so ``clip.model_name`` can name them.
@@ -139,7 +140,7 @@ def _hub_offline(offline: bool):
 
 def load_clip_state_dict(clip: torch.nn.Module, path: Path) -> None:
     """Load a local CLIP state dict (torch.save; fp16 allowed) into ``clip`` strictly."""
-    state = _torch_load(path, what="CLIP checkpoint",
+    state = load_weights_file(path, what="CLIP checkpoint",
                         fix="point clip.checkpoint at a state dict saved with torch.save(model.state_dict())")
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
@@ -252,7 +253,7 @@ def load_rma_checkpoint(path: Path, tower: ClipTower, mcfg: MaskCLIPConfig | Non
 
     With ``mcfg``, explicitly configured layers / refinement / no-object must match the checkpoint
     (``rma_layers: ""`` takes the checkpoint's layers)."""
-    payload = _torch_load(path, what="RMA checkpoint",
+    payload = load_weights_file(path, what="RMA checkpoint",
                           fix="train one with `maskclip-ros train` or set maskclip.rma_checkpoint: \"\"")
     if not isinstance(payload, Mapping) or payload.get("format") != RMA_CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an RMA checkpoint of this package (format {RMA_CHECKPOINT_FORMAT})")
@@ -268,7 +269,7 @@ def load_rma_checkpoint(path: Path, tower: ClipTower, mcfg: MaskCLIPConfig | Non
 
 def load_rma_checkpoint_extra(path: str | os.PathLike) -> dict[str, Any]:
     """The ``extra`` dict saved with an RMA checkpoint (e.g. step, optimizer state), weights_only."""
-    payload = _torch_load(Path(path), what="RMA checkpoint",
+    payload = load_weights_file(Path(path), what="RMA checkpoint",
                           fix="resume from a checkpoint written by `maskclip-ros train`")
     if not isinstance(payload, Mapping) or payload.get("format") != RMA_CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not an RMA checkpoint of this package (format {RMA_CHECKPOINT_FORMAT})")
@@ -301,7 +302,7 @@ def _check_rma_matches(config: RMAConfig, tower: ClipTower, mcfg: MaskCLIPConfig
                              f"asks for {getattr(wanted, key)!r}: make the params match the checkpoint")
 
 
-def _torch_load(path: Path, *, what: str, fix: str) -> Any:
+def load_weights_file(path: Path, *, what: str, fix: str) -> Any:
     """torch.load(weights_only=True) with clear errors for missing and corrupt files."""
     path = Path(path)
     if not path.is_file():

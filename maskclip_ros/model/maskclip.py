@@ -53,8 +53,18 @@ class MaskCLIPConfig:
     rma_mask_resolution: int
     rma_no_object: bool
     rma_checkpoint: str
+    backend: str                       # torch, openvino or onnxruntime (model.runtimes.BACKENDS)
+    export_cache_dir: str              # exported-encoder cache ("" = model.export.DEFAULT_CACHE_DIR)
+    export_threads: int                # runtime threads of an exported encoder (0 = torch's)
+    export_frame_size: tuple[int, ...]  # (H, W) to export for when built ((0, 0) = on the first frame)
 
     def __post_init__(self) -> None:
+        from maskclip_ros.model.runtimes import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"maskclip.backend must be one of {BACKENDS}, got {self.backend!r}")
+        if len(self.export_frame_size) != 2 or min(self.export_frame_size) < 0:
+            raise ValueError(f"maskclip.export_frame_size must be [height, width] >= 0, got {self.export_frame_size}")
         if self.mode not in MODES:
             raise ValueError(f"maskclip.mode must be one of {MODES}, got {self.mode!r}")
         if not 0.0 < self.mask_threshold < 1.0:

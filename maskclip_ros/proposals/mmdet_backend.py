@@ -67,16 +67,11 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     (mmengine checkpoints, maskclip-ros train-proposals). Loaded with ``weights_only=True``.
 
     Raises FileNotFoundError (missing) or ValueError (unreadable / not a state dict) saying what to do."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"proposal checkpoint {path} not found: set proposals.mmdet.checkpoint to a "
-                                "trained checkpoint (maskclip-ros train-proposals writes one) or use "
-                                "proposals.backend regions")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for truncated / foreign files
-        raise ValueError(f"proposal checkpoint {path} is corrupt or not a torch weights file ({err}); "
-                         "re-create it with maskclip-ros train-proposals or re-download it") from err
+    from maskclip_ros.model.factory import load_weights_file
+
+    data = load_weights_file(Path(path).expanduser(), what="proposal checkpoint",
+                             fix="set proposals.mmdet.checkpoint to a trained checkpoint (maskclip-ros "
+                                 "train-proposals writes one) or use proposals.backend regions")
     state = data.get("state_dict", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"proposal checkpoint {path} holds no state dict of tensors "

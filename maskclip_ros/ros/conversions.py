@@ -48,6 +48,9 @@ LABEL_ENCODINGS: dict[str, np.dtype] = {
     "8UC1": np.dtype(np.uint8),
 }
 COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
+# Depth encodings accepted on the `depth` input (REP 118): millimetres as uint16, metres as float32.
+DEPTH_ENCODINGS: dict[str, np.dtype] = {"16UC1": np.dtype(np.uint16), "mono16": np.dtype(np.uint16),
+                                        "32FC1": np.dtype(np.float32)}
 
 
 def _plane(msg: Image, channels: int, dtype: np.dtype) -> np.ndarray:
@@ -225,6 +228,18 @@ class ImageConverter:
             raise ImageError(f"unsupported label encoding {msg.encoding!r}; expected one of "
                              f"{sorted(LABEL_ENCODINGS)}")
         return _plane(msg, 1, dtype)[:, :, 0].copy()
+
+    @staticmethod
+    def image_to_depth(msg: Image) -> np.ndarray:
+        """Depth Image (16UC1 / mono16 millimetres, 32FC1 metres) -> (H, W) float32 metres, NaN where
+        invalid (0 mm; NaN, inf or <= 0 m). Raises ImageError."""
+        from maskclip_ros.tracking.geometry import depth_to_metres
+
+        dtype = DEPTH_ENCODINGS.get(msg.encoding)
+        if dtype is None:
+            raise ImageError(f"unsupported depth encoding {msg.encoding!r}; expected one of {sorted(DEPTH_ENCODINGS)}")
+        encoding = "32FC1" if dtype == np.float32 else "16UC1"
+        return depth_to_metres(_plane(msg, 1, dtype)[:, :, 0], encoding)
 
     @staticmethod
     def rgb_to_compressed(rgb: np.ndarray, header: Header | None = None, fmt: str = "jpeg",

@@ -2,12 +2,13 @@
 
 `LatestFrameSlot` is the one-slot buffer: a new frame replaces one the worker has not started yet (the
 replaced frame counts as dropped), so latency stays bounded when the camera is faster than the model.
-`StampPairer` pairs camera frames with external proposal label images by header stamp.
+`StampPairer` pairs camera frames with external proposal label images by exact header stamp;
+`StampedBuffer` keeps recent depth images and finds the one nearest a frame's stamp (a tolerance).
 """
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -101,3 +102,36 @@ def labels_to_masks(labels: np.ndarray) -> np.ndarray:
 
     ids = np.unique(labels)
     return segment_masks(labels, ids[ids != 0])
+
+
+def stamp_seconds(header: Header) -> float:
+    """A header's stamp in seconds (the clock of the frames: sim time with use_sim_time)."""
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
+class StampedBuffer:
+    """The last ``capacity`` items of a stream (depth images), each with its stamp; ``nearest`` finds the
+    item closest to a frame's stamp within a tolerance. Thread-safe."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self._items: deque = deque(maxlen=capacity)
+        self._lock = threading.Lock()
+
+    def put(self, stamp_s: float, item: Any) -> None:
+        with self._lock:
+            self._items.append((stamp_s, item))
+
+    def nearest(self, stamp_s: float, tolerance_s: float) -> Any | None:
+        """The item whose stamp is closest to ``stamp_s`` if within ``tolerance_s``, else None."""
+        with self._lock:
+            items = list(self._items)
+        if not items:
+            return None
+        stamp, item = min(items, key=lambda pair: abs(pair[0] - stamp_s))
+        return item if abs(stamp - stamp_s) <= tolerance_s else None
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)

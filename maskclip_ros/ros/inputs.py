@@ -1,18 +1,20 @@
-"""The node's subscriptions: camera frames (raw or compressed) and, with the external proposals backend,
-proposal label images paired with frames by stamp. Bad messages are dropped with a throttled warning and
-counted; good frames are handed to the inference worker's one-slot buffer."""
+"""The node's subscriptions: camera frames (raw or compressed); with the external proposals backend,
+proposal label images paired with frames by stamp; with depth enabled, registered depth images (kept to
+pair with frames by nearest stamp) and the camera_info of the colour camera. Bad messages are dropped with a
+throttled warning and counted; good frames are handed to the inference worker's one-slot buffer."""
 from __future__ import annotations
 
 import time
 
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.qos_overriding_options import QoSOverridingOptions
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from maskclip_ros.ros import qos
 from maskclip_ros.ros.conversions import ImageError
-from maskclip_ros.ros.frames import Frame, LatestFrameSlot, StampPairer, labels_to_masks, stamp_key
-from maskclip_ros.ros.interface import COMPRESSED_TOPIC, IMAGE_TOPIC, PROPOSALS_TOPIC
+from maskclip_ros.ros.frames import (Frame, LatestFrameSlot, StampedBuffer, StampPairer, labels_to_masks,
+                                     stamp_key, stamp_seconds)
+from maskclip_ros.ros.interface import CAMERA_INFO_TOPIC, COMPRESSED_TOPIC, DEPTH_TOPIC, IMAGE_TOPIC, PROPOSALS_TOPIC
 
 WARN_EVERY_S = 1.0  # throttle of the bad-input warnings
 
@@ -21,14 +23,19 @@ class Inputs:
     """Subscribes on ``node`` (activate); frames go into ``slot``; ``close`` unsubscribes."""
 
     def __init__(self, node, *, converter, stats, slot: LatestFrameSlot, compressed: bool, external: bool,
-                 external_queue: int, group) -> None:
+                 external_queue: int, depth_queue: int | None, group) -> None:
         self._node, self._converter, self._stats, self._slot = node, converter, stats, slot
         topic, msg_type = (COMPRESSED_TOPIC, CompressedImage) if compressed else (IMAGE_TOPIC, Image)
         self.frames = self._subscribe(msg_type, topic, self._on_frame, group)
-        self._pairer = self.proposals = None
+        self._pairer = self.proposals = self.depth = self.camera_info = None
         if external:
             self._pairer = StampPairer(external_queue, on_evict=self._on_unpaired)
             self.proposals = self._subscribe(Image, PROPOSALS_TOPIC, self._on_proposals, group)
+        self._depths = StampedBuffer(depth_queue) if depth_queue else None
+        self.intrinsics = None  # CameraIntrinsics of the latest valid camera_info
+        if depth_queue:
+            self.depth = self._subscribe(Image, DEPTH_TOPIC, self._on_depth, group)
+            self.camera_info = self._subscribe(CameraInfo, CAMERA_INFO_TOPIC, self._on_camera_info, group)
 
     def _subscribe(self, msg_type, topic: str, callback, group):
         return self._node.create_subscription(
@@ -38,10 +45,48 @@ class Inputs:
                 incompatible_qos=qos.incompatible_qos_warning(self._node, topic, "subscription")))
 
     def close(self) -> None:
-        for sub in (self.frames, self.proposals):
+        for sub in (self.frames, self.proposals, self.depth, self.camera_info):
             if sub is not None:
                 self._node.destroy_subscription(sub)
-        self.frames = self.proposals = None
+        self.frames = self.proposals = self.depth = self.camera_info = None
+
+    def depth_for(self, frame: Frame, tolerance_s: float):
+        """(depth (H, W) float32 metres, CameraIntrinsics) of the depth image nearest the frame's stamp
+        within ``tolerance_s``; None when depth is off, or (counted, warned) nothing pairs / no camera_info."""
+        subscription = self.depth  # None once closed (the worker may still finish a frame)
+        if self._depths is None or subscription is None:
+            return None
+        depth = self._depths.nearest(stamp_seconds(frame.header), tolerance_s)
+        if depth is None:
+            if len(self._depths) or subscription.get_publisher_count() > 0:
+                self._stats.count("depth_unpaired")
+                self._warn(f"no depth image within {tolerance_s:g} s of frame {stamp_key(frame.header)} "
+                           f"({len(self._depths)} kept): 2D outputs only; check the depth stamps or raise "
+                           "depth.stamp_tolerance_s")
+            return None
+        if self.intrinsics is None:
+            self._stats.count("camera_info_missing")
+            self._warn("depth arrives but no valid camera_info yet: 2D outputs only")
+            return None
+        return depth, self.intrinsics
+
+    def _on_depth(self, msg: Image) -> None:
+        try:
+            depth = self._converter.image_to_depth(msg)  # (H, W) float32 metres, NaN = invalid
+        except ImageError as error:
+            self._stats.count("depth_bad")
+            self._warn(f"dropped a bad depth image: {error}")
+            return
+        self._depths.put(stamp_seconds(msg.header), depth)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        from maskclip_ros.tracking.geometry import CameraIntrinsics, DepthError
+
+        try:
+            self.intrinsics = CameraIntrinsics.from_k(list(msg.k), int(msg.width), int(msg.height))
+        except DepthError as error:
+            self._stats.count("camera_info_bad")
+            self._warn(f"ignored a bad camera_info: {error}")
 
     def _warn(self, text: str) -> None:
         self._node.get_logger().warning(text, throttle_duration_sec=WARN_EVERY_S)

@@ -13,8 +13,14 @@ NODE_NAME = "maskclip"
 IMAGE_TOPIC = "image"
 COMPRESSED_TOPIC = "image/compressed"
 PROPOSALS_TOPIC = "proposals"
+DEPTH_TOPIC = "depth"              # registered to the colour camera (16UC1 mm or 32FC1 m)
+CAMERA_INFO_TOPIC = "camera_info"  # of the colour camera
 OUTPUT_TOPICS = {"panoptic": "~/panoptic", "semantic": "~/semantic", "segments": "~/segments",
                  "overlay": "~/overlay", "vocabulary": "~/vocabulary"}
+# vision_msgs outputs (published when vision_msgs is installed)
+VISION_TOPICS = {"detections": "~/detections", "detections_3d": "~/detections_3d", "label_info": "~/label_info"}
+# 3D outputs (published when depth arrives): RViz boxes, and the labelled cloud when depth.publish_cloud
+DEPTH_OUTPUT_TOPICS = {"markers": "~/markers", "cloud": "~/cloud"}
 DIAGNOSTICS_TOPIC = "/diagnostics"
 SERVICE_NAME = "~/set_vocabulary"
 SERVICE_TYPE = "maskclip_ros/srv/SetVocabulary"
@@ -23,7 +29,10 @@ LAUNCH_SERVICE_NAME = "/set_vocabulary"  # what launch/segment.launch.py remaps 
 # When a parameter of config/default.yaml applies. Runtime: from the next frame (names or section prefixes
 # ending in "."); startup: read once (read_only); everything else: read by configure/activate.
 RUNTIME_PARAMETERS = ("merge.", "vocabulary.class_names", "vocabulary.is_thing", "vocabulary.prompt_templates",
-                      "publish_embeddings", "overlay.")
+                      "publish_embeddings", "overlay.", "tracking.", "depth.stamp_tolerance_s",
+                      "depth.min_valid_pixels", "depth.min_depth_m", "depth.max_depth_m", "depth.outlier_mads",
+                      "depth.min_spread_rel", "depth.histogram_resolution", "depth.min_box_size_m",
+                      "depth.oriented_boxes", "depth.cloud_stride")
 STARTUP_PARAMETERS = ("autostart",)
 
 
@@ -38,7 +47,10 @@ def parameter_kind(name: str) -> str:
 DIAGNOSTICS_SUFFIX = ": segmentation"  # status name = the node's fully qualified name + this
 COUNTERS = {  # key -> the RollingStats event it totals
     "frames_received": "received", "frames_published": "published", "dropped_frames": "dropped",
-    "dropped_bad_frames": "bad", "failed_frames": "failed", "overlays_published": "overlay"}
+    "dropped_bad_frames": "bad", "failed_frames": "failed", "overlays_published": "overlay",
+    "depth_bad": "depth_bad", "depth_unpaired": "depth_unpaired", "depth_all_invalid": "depth_all_invalid",
+    "camera_info_bad": "camera_info_bad", "camera_info_missing": "camera_info_missing",
+    "frames_with_depth": "with_depth"}
 RATES = {"input_rate_hz": "received", "output_rate_hz": "published"}
 INFO_KEYS = ("device", "precision", "model", "image_backend", "vocabulary_version", "vocabulary_size")
 FINISHED = ("frames_published", "dropped_frames", "dropped_bad_frames", "failed_frames")  # where frames end

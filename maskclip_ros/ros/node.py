@@ -11,16 +11,15 @@ them; cleanup frees the models; shutdown stops everything and ends the process (
 ``autostart`` walks configure -> activate at startup.
 
 Threads: subscription callbacks convert a frame and put it in a one-slot buffer (a frame the worker has not
-started is replaced and counted as dropped); the worker runs inference on the newest frame, reading the
-active vocabulary once per frame, so a change applies between frames and never mixes two vocabularies.
+started is replaced and counted as dropped); the ``InferenceWorker`` runs the model core (and the tracking
+/ depth stage) on the newest frame, reading the config and the active vocabulary once per frame, so a change
+applies between frames and never mixes two vocabularies.
 """
 from __future__ import annotations
 
 import gc
 import signal
 import sys
-import threading
-import time
 from typing import Any
 
 import rclpy
@@ -34,19 +33,20 @@ from rclpy.task import Future
 from maskclip_ros.model.vocabulary import VocabularyError
 from maskclip_ros.ros import startup
 from maskclip_ros.ros.conversions import ImageConverter
-from maskclip_ros.ros.frames import LatestFrameSlot, stamp_key
+from maskclip_ros.ros.frames import LatestFrameSlot
 from maskclip_ros.ros.inputs import Inputs
 from maskclip_ros.ros.interface import NODE_NAME, SERVICE_NAME, status_name
 from maskclip_ros.ros.node_config import NodeConfig, vocabulary_config
 from maskclip_ros.ros.outputs import Outputs
 from maskclip_ros.ros.params import descriptor, load_specs
 from maskclip_ros.ros.stats import RollingStats, diagnostic_array
+from maskclip_ros.tracking.stage import SegmentTracker
 from maskclip_ros.ros.vocabulary_state import PARAMETERS as VOCABULARY_PARAMETERS, VocabularyState
+from maskclip_ros.ros.worker import InferenceWorker
 from maskclip_ros.srv import SetVocabulary
 
 GIL_SWITCH_INTERVAL_S = 0.0005  # see run()
 EXECUTOR_THREADS = 4  # frames, service and parameter callbacks never wait for each other
-FAILED_FRAME_WARN_S = 1.0
 SIGNAL_CHECK_S = 0.1  # longest wait of the executor loop (a pending SIGINT is handled between waits)
 
 
@@ -61,9 +61,9 @@ class SegmentationNode(LifecycleNode):
         self._converter = ImageConverter()
         self._cfg = NodeConfig.from_parameters(self._values())  # replaced whenever a parameter changes
         self._vocabulary = VocabularyState(self._cfg.vocabulary)
-        self._segmenter = self._service = self._inputs = self._outputs = None
+        self.segmenter = self.perception = self._service = self._inputs = self._outputs = None
         self._slot: LatestFrameSlot | None = None
-        self._worker: threading.Thread | None = None
+        self._worker: InferenceWorker | None = None
         self._timer = None
         self._stats = RollingStats(self._cfg.diagnostics.window)  # replaced at every configure
         self._frame_group, self._service_group = MutuallyExclusiveCallbackGroup(), ReentrantCallbackGroup()
@@ -95,7 +95,7 @@ class SegmentationNode(LifecycleNode):
         vocabulary_changed = any(name in VOCABULARY_PARAMETERS for name in changes)
         values = {**self._values(), **changes}
         try:
-            if self._segmenter is None:  # unconfigured: configure checks the whole; vocabulary rules apply now
+            if self.segmenter is None:  # unconfigured: configure checks the whole; vocabulary rules apply now
                 if vocabulary_changed:
                     self._vocabulary.check_parameters(changes, self._values(), vocabulary_config(values))
                 return SetParametersResult(successful=True)
@@ -108,7 +108,8 @@ class SegmentationNode(LifecycleNode):
             if vocabulary_changed and (new := self._vocabulary.from_parameters(changes, self._values())):
                 self._vocabulary_changed(new)
                 self._call_soon(self._sync_vocabulary_parameters)  # parameters cannot be set from in here
-            self._segmenter.set_merge_config(config.merge)
+            self.segmenter.set_merge_config(config.merge)
+            self.perception.set_config(config.perception())
             self._cfg = config
         except (ValueError, TypeError) as error:  # VocabularyError and ConfigError are ValueErrors
             return SetParametersResult(successful=False, reason=str(error))
@@ -132,10 +133,11 @@ class SegmentationNode(LifecycleNode):
         try:
             config = self._cfg = NodeConfig.from_parameters(self._values())
             self._stats = RollingStats(config.diagnostics.window)
-            self._segmenter = startup.build_segmenter(config)
-            vocabulary = self._vocabulary.attach(self._segmenter, config.vocabulary)
+            self.segmenter = startup.build_segmenter(config)
+            self.perception = SegmentTracker(config=config.perception())
+            vocabulary = self._vocabulary.attach(self.segmenter, config.vocabulary)
         except Exception as error:  # noqa: BLE001 - every configure failure must end in a clear log
-            self._segmenter = None
+            self.segmenter = None
             self._vocabulary.detach()
             self.get_logger().error(f"configure failed, staying unconfigured: {type(error).__name__}: {error}. "
                                     "Fix the parameter (e.g. with a params file or ros2 param set) and trigger "
@@ -148,17 +150,19 @@ class SegmentationNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         config = self._cfg
-        self._outputs = Outputs(self, depth=config.output_depth, converter=self._converter)
+        self._outputs = Outputs(self, depth=config.output_depth, converter=self._converter,
+                                with_depth=config.depth.enabled, cloud=config.depth.publish_cloud)
         self._slot = LatestFrameSlot()
-        self._worker = threading.Thread(target=self._work, args=(self._slot,), name="maskclip-worker", daemon=True)
-        self._worker.start()
         self._inputs = Inputs(self, converter=self._converter, stats=self._stats, slot=self._slot,
                               compressed=config.compressed_input, group=self._frame_group,
                               external=config.proposals.resolved_backend == "external",
-                              external_queue=config.external_queue)
+                              external_queue=config.external_queue,
+                              depth_queue=config.depth.queue if config.depth.enabled else None)
+        self._worker = InferenceWorker(slot=self._slot, node=self, outputs=self._outputs, inputs=self._inputs,
+                                       stats=self._stats)
         self._timer = self.create_timer(config.diagnostics.period, self._publish_diagnostics,
                                         callback_group=self._timer_group)
-        self._outputs.vocabulary(self._vocabulary.active)
+        self._outputs.vocabulary(self._vocabulary.active, config.merge.object_mask_threshold)
         self.get_logger().info(f"active: listening on {self._inputs.frames.topic_name}")
         return TransitionCallbackReturn.SUCCESS
 
@@ -181,8 +185,8 @@ class SegmentationNode(LifecycleNode):
         if self._service is not None:
             self.destroy_service(self._service)
             self._service = None
-        on_cuda = self._segmenter is not None and self._segmenter.device.type == "cuda"
-        self._segmenter = None
+        on_cuda = self.segmenter is not None and self.segmenter.device.type == "cuda"
+        self.segmenter = self.perception = None
         self._vocabulary.detach()
         gc.collect()
         if on_cuda:
@@ -205,30 +209,14 @@ class SegmentationNode(LifecycleNode):
             self._outputs.close()
         self._inputs = self._slot = self._worker = self._timer = self._outputs = None
 
-    # ---------------------------------------------------------------- inference worker
-    def _work(self, slot: LatestFrameSlot) -> None:
-        outputs = self._outputs  # this worker's publishers: closed only after it has joined
-        while (frame := slot.take()) is not None:
-            try:
-                self._process(frame, outputs)
-            except Exception as error:  # noqa: BLE001 - one bad frame must not stop the node
-                self._stats.count("failed")
-                self.get_logger().error(f"frame {stamp_key(frame.header)} failed: {type(error).__name__}: {error}",
-                                        throttle_duration_sec=FAILED_FRAME_WARN_S)
+    # ---------------------------------------------------------------- what the worker reads
+    @property
+    def config(self) -> NodeConfig:
+        return self._cfg
 
-    def _process(self, frame, outputs: Outputs) -> None:
-        config, vocabulary = self._cfg, self._vocabulary.active  # one config, one vocabulary per frame
-        result = self._segmenter.segment(frame.rgb, vocabulary, external_masks=frame.external_masks,
-                                         with_embeddings=config.publish_embeddings)
-        start = time.monotonic()
-        if outputs.result(frame, result, with_embeddings=config.publish_embeddings, overlay=config.overlay):
-            self._stats.count("overlay")
-        done = time.monotonic()
-        for stage, ms in result.timings_ms.items():
-            self._stats.latency(stage, ms, done)
-        self._stats.latency("publish", 1000 * (done - start), done)
-        self._stats.latency("total", 1000 * (done - frame.received), done)
-        self._stats.count("published", done)
+    @property
+    def vocabulary(self):
+        return self._vocabulary.active
 
     # ---------------------------------------------------------------- vocabulary
     def _on_set_vocabulary(self, request, response):
@@ -248,7 +236,7 @@ class SegmentationNode(LifecycleNode):
     def _vocabulary_changed(self, vocabulary) -> None:
         self.get_logger().info(f"vocabulary v{vocabulary.version}: {', '.join(vocabulary.class_names)}")
         if self._outputs is not None:
-            self._outputs.vocabulary(vocabulary)
+            self._outputs.vocabulary(vocabulary, self._cfg.merge.object_mask_threshold)
 
     def _sync_vocabulary_parameters(self) -> None:
         """The vocabulary.* parameters show the active vocabulary (plain names, its flags)."""

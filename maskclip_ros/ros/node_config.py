@@ -11,6 +11,8 @@ from typing import Any, Mapping
 from maskclip_ros import config
 from maskclip_ros.model.vocabulary import VocabularyConfig
 from maskclip_ros.pipeline import PARAMS_FILE, SegmenterConfig
+from maskclip_ros.tracking.geometry import GeometryConfig
+from maskclip_ros.tracking.tracker import TrackerConfig
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,16 @@ class NodeConfig(SegmenterConfig):
     output_depth: int          # history depth of the output publishers
     external_queue: int        # proposal label images kept to pair with frames by stamp
     num_threads: int           # torch CPU threads (0 = torch's default)
+    tracking: TrackerConfig    # track ids of thing segments
+    depth: GeometryConfig      # the depth input and per-segment 3D
     overlay: OverlayConfig
     diagnostics: DiagnosticsConfig
+
+    def perception(self):
+        """The tracking + depth part (``tracking.stage.PerceptionConfig``)."""
+        from maskclip_ros.tracking.stage import PerceptionConfig
+
+        return PerceptionConfig(tracking=self.tracking, depth=self.depth)
 
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any]) -> "NodeConfig":
