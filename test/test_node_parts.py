@@ -228,3 +228,12 @@ def test_bag_helpers():
     store = typestore()
     assert {"maskclip_ros/msg/Segmentation", "maskclip_ros/msg/SegmentInstance",
             "maskclip_ros/msg/Vocabulary"} <= set(store.types)
+
+
+def test_every_runtime_parameter_rule_names_parameters_of_the_file():
+    """interface.RUNTIME_PARAMETERS (names, or section prefixes ending in '.') match keys of default.yaml."""
+    from maskclip_ros.ros.interface import RUNTIME_PARAMETERS, STARTUP_PARAMETERS
+
+    names = set(flatten(defaults()))
+    for rule in (*RUNTIME_PARAMETERS, *STARTUP_PARAMETERS):
+        assert any(n == rule or (rule.endswith(".") and n.startswith(rule)) for n in names), rule

@@ -52,7 +52,9 @@ def test_random_init_proposals_well_formed(proposer, small_scene):
     assert np.array_equal(props.masks, again.masks) and np.array_equal(props.scores, again.scores)
 
 
-@pytest.mark.parametrize("name", sorted(DEGENERATE))
+# the 2000x3000 frame takes 25-70 s through the mmdet networks on 2 cores: slow
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("large") else n
+                                  for n in sorted(DEGENERATE)])
 def test_degenerate_images(proposer, name):
     image = DEGENERATE[name]()
     props = proposer(image)
@@ -106,6 +108,7 @@ def write_tiny_coco(root) -> tuple:
     return path, root / "images"
 
 
+@pytest.mark.slow
 def test_train_proposals_smoke(tmp_path, small_scene):
     """2 iterations of Mask R-CNN on a tiny COCO dataset; the saved checkpoint loads in the mmdet backend."""
     ann, images = write_tiny_coco(tmp_path)

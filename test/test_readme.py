@@ -16,8 +16,9 @@ def test_reference_section_is_up_to_date():
 
 
 def test_reference_lists_exactly_the_node_topics():
-    node_topics = {node.IMAGE_TOPIC, node.COMPRESSED_TOPIC, node.PROPOSALS_TOPIC, node.DIAGNOSTICS_TOPIC,
-                   *node.OUTPUT_TOPICS.values()}
+    node_topics = {node.IMAGE_TOPIC, node.COMPRESSED_TOPIC, node.PROPOSALS_TOPIC, node.DEPTH_TOPIC,
+                   node.CAMERA_INFO_TOPIC, node.DIAGNOSTICS_TOPIC, *node.OUTPUT_TOPICS.values(),
+                   *node.VISION_TOPICS.values(), *node.DEPTH_OUTPUT_TOPICS.values()}
     assert set(reference.TOPICS) == node_topics
 
 

@@ -22,6 +22,7 @@ mask counts M and CLIP models at 640x480.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import json
@@ -61,6 +62,7 @@ class BackendsBench:
     memory: bool                       # measure peak memory in subprocesses
     gemm_side: int                     # n of the n^3 GEMMs
     gemm_repeats: int                  # GEMM runs per library (best reported)
+    export_cache: str                  # export cache ("" = a fresh temporary one per model: builds really export)
     params_files: tuple[str, ...]      # node params files over config/default.yaml
     sets: tuple[str, ...]              # dotted overrides of the model settings
     targets: dict                      # target figures (config/commands.yaml bench_backends.target_*)
@@ -71,13 +73,14 @@ def variant_name(backend: str, precision: str) -> str:
 
 
 def available_variants(backends) -> tuple[list[tuple[str, str]], dict[str, str]]:
-    """The (backend, precision) pairs this machine can run among ``backends``, and why the others cannot."""
+    """The (backend, precision) pairs this machine can run among ``backends`` (torch fp32, the reference,
+    always first), and why the others cannot."""
     from maskclip_ros.model.runtimes import cpu_supports_bf16
 
     chosen, skipped = [], {}
     for backend, precision in VARIANTS:
         name = variant_name(backend, precision)
-        if backend not in backends:
+        if backend not in backends and name != REFERENCE:
             continue
         if backend != "torch" and importlib.util.find_spec(backend) is None:
             skipped[name] = f"{backend} is not installed"
@@ -150,7 +153,7 @@ def bench_one_model(opts: BackendsBench, model: str, variants, threads: int) -> 
     mask_size = scaled_size(*frame, cfg.proposals.mask_long_side)
     out = {"weights": cfg.clip.checkpoint or "random init", "input_size": list(tower.geometry(frame).input_size),
            "mask_size": list(mask_size), "max_masks": cfg.proposals.max_proposals, "modes": {}}
-    with tempfile.TemporaryDirectory(prefix="maskclip-bench-export-") as cache_dir:
+    with export_cache(opts.export_cache) as cache_dir:
         for mode in opts.modes:
             maskclip = _build_maskclip(opts, model, mode, tower)
             runners, builds = build_runners(maskclip, variants, cfg, cache_dir, frame, mask_size, threads)
@@ -165,6 +168,16 @@ def bench_one_model(opts: BackendsBench, model: str, variants, threads: int) -> 
                                            for name in map(lambda v: variant_name(*v), variants)}
             out["modes"][mode] = entry
     return out
+
+
+@contextlib.contextmanager
+def export_cache(path: str):
+    """``path``, or a fresh temporary folder (removed afterwards) when it is ""."""
+    if path:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="maskclip-bench-export-") as fresh:
+        yield fresh
 
 
 def _build_maskclip(opts: BackendsBench, model: str, mode: str, tower):

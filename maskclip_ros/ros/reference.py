@@ -18,6 +18,10 @@ TOPICS = {
                             "`compressed_input` is true"),
     node.PROPOSALS_TOPIC: ("in", "sensor_msgs/Image", "external mask proposals as a label image (mono8/mono16/"
                            "32SC1, 0 = none) paired with frames by stamp, when `proposals.backend` is external"),
+    node.DEPTH_TOPIC: ("in", "sensor_msgs/Image", "optional depth registered to the camera: 16UC1 millimetres or "
+                       "32FC1 metres (0 / NaN / inf invalid), any size of the same aspect ratio; paired with frames by "
+                       "nearest stamp within `depth.stamp_tolerance_s`"),
+    node.CAMERA_INFO_TOPIC: ("in", "sensor_msgs/CameraInfo", "the colour camera's intrinsics (K), for the 3D outputs"),
     node.OUTPUT_TOPICS["panoptic"]: ("out", "sensor_msgs/Image", "32SC1 panoptic segment ids (0 = unlabeled); "
                                      "ids match `SegmentInstance.id`"),
     node.OUTPUT_TOPICS["semantic"]: ("out", "sensor_msgs/Image", "mono16 class index + 1 (0 = unlabeled)"),
@@ -27,8 +31,22 @@ TOPICS = {
                                     "only while someone subscribes"),
     node.OUTPUT_TOPICS["vocabulary"]: ("out", "maskclip_ros/Vocabulary", "the active vocabulary, transient local "
                                        "(latched), republished on every change"),
+    node.VISION_TOPICS["detections"]: ("out", "vision_msgs/Detection2DArray", "with vision_msgs installed: one "
+                                       "Detection2D per thing segment (box, hypothesis class_id = class name, score "
+                                       "= probability, `id` = track id or \"\")"),
+    node.VISION_TOPICS["label_info"]: ("out", "vision_msgs/LabelInfo", "with vision_msgs: class_id = the ~/semantic "
+                                       "pixel value (vocabulary index + 1), transient local, republished on every "
+                                       "vocabulary change"),
+    node.VISION_TOPICS["detections_3d"]: ("out", "vision_msgs/Detection3DArray", "with vision_msgs and depth: "
+                                          "things with 3D geometry (oriented box when available), optical frame"),
+    node.DEPTH_OUTPUT_TOPICS["markers"]: ("out", "visualization_msgs/MarkerArray", "with depth: a box and a label "
+                                          "(\"mug #3 0.80 m\") per segment, for RViz"),
+    node.DEPTH_OUTPUT_TOPICS["cloud"]: ("out", "sensor_msgs/PointCloud2", "with `depth.publish_cloud`: labelled "
+                                        "points x, y, z, rgb, track_id, segment_id, class_index (every "
+                                        "`depth.cloud_stride`-th pixel), drawn only while someone subscribes"),
     node.DIAGNOSTICS_TOPIC: ("out", "diagnostic_msgs/DiagnosticArray", "input/output rates, dropped and bad "
-                             "frames, per-stage latency, device, model, vocabulary version"),
+                             "frames, bad / unpaired depth and camera_info, per-stage latency, device, model, "
+                             "vocabulary version"),
 }
 
 
