@@ -70,8 +70,8 @@ def run(args: argparse.Namespace) -> int:
                             progress=not args.no_progress)
     targets = targets_report(results, {k[len("target_"):]: v for k, v in vars(args).items()
                                        if k.startswith("target_")})
-    notes = [f"{opts.num_sequences} sequences x {opts.frames} frames of world seed {opts.seed}, every "
-             f"{opts.frame_skip}th frame processed; command: maskclip-ros {' '.join(args.argv)}", *targets]
+    notes = [f"{opts.num_sequences} sequences x {opts.frames} camera frames of world seed {opts.seed}, one frame in "
+             f"{opts.frame_skip} processed; command: maskclip-ros {' '.join(args.argv)}", *targets]
     write_results(args.out, results, title="Tracking and 3D on generated sequences", notes=notes)
     summary = {s: {k: r[k] for k in ("idf1", "mota", "hota", "id_switches", "id_switches_per_100_frames",
                                      "centroid_error_rel_median")} for s, r in results.items()}

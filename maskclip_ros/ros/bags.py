@@ -21,7 +21,7 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from rosbags.typesys import Stores, TypesysError, get_types_from_msg, get_typestore
 from rosgraph_msgs.msg import Clock
 
 from maskclip_ros.config import resource
@@ -32,14 +32,30 @@ CAMERA_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 STORAGE = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
 
+# Message packages outside rosbags' Kilted typestore whose definitions are registered when installed.
+EXTRA_PACKAGES = ("vision_msgs",)
+
+
 def typestore():
-    """The ROS 2 Kilted typestore of rosbags plus maskclip_ros's own message types."""
+    """The ROS 2 Kilted typestore of rosbags plus maskclip_ros's own message types (and vision_msgs')."""
     store = get_typestore(Stores.ROS2_KILTED)
+    dirs = {PACKAGE: resource("msg")}
+    for package in EXTRA_PACKAGES:
+        found = [p / "share" / package / "msg" for p in _prefixes() if (p / "share" / package / "msg").is_dir()]
+        if found:
+            dirs[package] = found[0]
     types = {}
-    for path in sorted(resource("msg").glob("*.msg")):
-        types.update(get_types_from_msg(path.read_text(encoding="utf-8"), f"{PACKAGE}/msg/{path.stem}"))
+    for package, folder in dirs.items():
+        for path in sorted(folder.glob("*.msg")):
+            types.update(get_types_from_msg(path.read_text(encoding="utf-8"), f"{package}/msg/{path.stem}"))
     store.register(types)
     return store
+
+
+def _prefixes() -> list[Path]:
+    import os
+
+    return [Path(p) for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p] + [Path(sys.prefix)]
 
 
 def message_class(msgtype: str):
@@ -158,7 +174,12 @@ class Recorder:
                 continue
             msgtype = types[topic][0]
             qos = self._matching_qos(topic)
-            self.connections[topic] = self.writer.add_connection(topic, msgtype, typestore=self.store)
+            try:
+                self.connections[topic] = self.writer.add_connection(topic, msgtype, typestore=self.store)
+            except TypesysError as error:  # a type whose definition is not installed here: skip the topic
+                self.node.get_logger().warning(f"not recording {topic}: {error}")
+                self.connections[topic] = None
+                continue
             self.node.create_subscription(message_class(msgtype), topic, self._writer_for(topic), qos, raw=True)
             self.node.get_logger().info(f"recording {topic} ({msgtype})")
         if len(self.connections) == len(self.topics):

@@ -1,12 +1,16 @@
 """The main job in one command (`make demo`, `maskclip-ros demo`).
 
-1. Writes a demo rosbag2 (mcap) of held-out generated scenes as a 640x480 camera stream with /clock and the
-   scenes' ground truth (``<topic>/ground_truth/panoptic`` 32SC1 + ``<topic>/ground_truth/segments``), unless
-   a bag is given (a bag without ground truth gets no PQ).
+1. Writes a demo rosbag2 (mcap) of a held-out generated world in motion (``data.sequences``: things that
+   move, enter, leave and occlude each other): a 640x480 camera stream with a registered depth image
+   (16UC1) and camera_info, /clock, and the ground truth (``<topic>/ground_truth/panoptic`` 32SC1 +
+   ``<topic>/ground_truth/segments`` with track ids and 3D centroids), unless a bag is given (a bag without
+   ground truth gets no PQ and no tracking figures).
 2. Starts the node (`maskclip-ros node` with config/demo.yaml) and a recorder of its outputs, replays the bag
    through the node in real time, and changes the vocabulary once mid-stream via /set_vocabulary.
-3. Writes overlay PNGs, an animated GIF and a summary (frames in/out, dropped, end-to-end latency, PQ against
-   the ground truth before and after the vocabulary change) as JSON and markdown (``demo_report``).
+3. Writes overlay PNGs (class names with track ids, projected 3D boxes), an animated GIF and a summary
+   (frames in/out, dropped, end-to-end latency, PQ against the ground truth before and after the vocabulary
+   change, IDF1 / MOTA / ID switches of the track ids, 3D centroid error) as JSON and markdown
+   (``demo_report``).
 
 Every ROS process of the demo runs isolated (localhost discovery, its own ROS_DOMAIN_ID, logs in the output
 directory), so it never talks to a robot's graph.
@@ -26,7 +30,7 @@ from maskclip_ros.ros.interface import LAUNCH_SERVICE_NAME, NODE_NAME, SERVICE_T
 from maskclip_ros.ros.spin import spin_until, start_process, stop_process
 
 NODE = f"/{NODE_NAME}"
-OUTPUTS = ("segments", "panoptic", "overlay", "vocabulary")
+OUTPUTS = ("segments", "panoptic", "overlay", "vocabulary", "markers", "detections")
 START_NS = 1_700_000_000 * 10**9  # bag time of the generated bag's first frame (any fixed epoch)
 CAMERA_FRAME = "camera_optical"
 DOMAIN_IDS = (1, 101)  # ROS_DOMAIN_ID range that is valid on Linux without port clashes
@@ -38,6 +42,8 @@ class DemoSettings:
     """One demo run (the command's options; defaults in config/commands.yaml section demo)."""
     bag: Path | None           # replay this bag instead of a generated one
     topic: str                 # camera image topic in the bag
+    depth_topic: str           # its registered depth image (16UC1 / 32FC1)
+    camera_info_topic: str     # its camera_info
     frames: int                # frames of the generated bag
     hz: float                  # frame rate of the generated bag
     seed: int                  # world seed of the generated scenes
@@ -71,8 +77,7 @@ def run_demo(settings: DemoSettings) -> dict:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     env = isolated_environment(out)
-    bag = settings.bag or write_demo_bag(out / "input_bag", settings.frames, settings.hz, settings.seed,
-                                         settings.topic)
+    bag = settings.bag or write_demo_bag(out / "input_bag", settings)
     print(f"[demo] input bag: {bag}", flush=True)
     session = _run_session(bag, settings, env)
     summary = summarise(bag, out / "output_bag", settings.topic, session)
@@ -80,42 +85,71 @@ def run_demo(settings: DemoSettings) -> dict:
     return summary
 
 
-def write_demo_bag(path: Path, frames: int, hz: float, seed: int, topic: str) -> Path:
-    """A rosbag2 (mcap) of ``frames`` generated scenes at ``hz``: rgb8 images on ``topic``, /clock, and the
-    ground truth (panoptic ids 32SC1 + a Segmentation whose class_index is the world's category id)."""
+def write_demo_bag(path: Path, settings: DemoSettings) -> Path:
+    """A rosbag2 (mcap) of ``settings.frames`` frames of the moving world ``settings.seed`` at ``settings.hz``:
+    rgb8 images, 16UC1 depth and camera_info, /clock, and the ground truth (panoptic ids 32SC1 + a
+    Segmentation whose class_index is the world's category id, with track ids and 3D centroids)."""
     import numpy as np
 
-    from maskclip_ros.data.world import categories, generate_scene
+    from maskclip_ros.data.sequences import sensor_frames
+    from maskclip_ros.data.world import categories
     from maskclip_ros.ros.bags import BagWriter, header, image_message, stamp
 
-    names = {c["id"]: c["name"] for c in categories()}
+    names, topic = {c["id"]: c["name"] for c in categories()}, settings.topic
     with BagWriter(path) as bag:
         store = bag.store
-        for index in range(frames):
-            scene = generate_scene(seed, index)
-            ns = START_NS + int(index * 1e9 / hz)
+        for index, frame in enumerate(sensor_frames(settings.seed, settings.frames)):
+            ns = START_NS + int(index * 1e9 / settings.hz)
             head = header(store, ns, CAMERA_FRAME)
             bag.write("/clock", "rosgraph_msgs/msg/Clock", ns, store.types["rosgraph_msgs/msg/Clock"](clock=stamp(store, ns)))
-            bag.write(topic, "sensor_msgs/msg/Image", ns, image_message(store, head, scene.image, "rgb8"))
+            bag.write(topic, "sensor_msgs/msg/Image", ns, image_message(store, head, frame.image, "rgb8"))
+            bag.write(settings.depth_topic, "sensor_msgs/msg/Image", ns, image_message(store, head, frame.depth_mm, "16UC1"))
+            bag.write(settings.camera_info_topic, "sensor_msgs/msg/CameraInfo", ns, _camera_info(store, head, frame))
             bag.write(f"{topic}/ground_truth/panoptic", "sensor_msgs/msg/Image", ns,
-                      image_message(store, head, scene.panoptic.astype(np.int32), "32SC1"))
+                      image_message(store, head, frame.panoptic.astype(np.int32), "32SC1"))
             bag.write(f"{topic}/ground_truth/segments", "maskclip_ros/msg/Segmentation", ns,
-                      _gt_segmentation(store, head, scene, names))
+                      _gt_segmentation(store, head, frame, names))
     return path
 
 
-def _gt_segmentation(store, head, scene, names: dict):
+def _camera_info(store, head, frame):
     import numpy as np
 
-    roi, inst = store.types["sensor_msgs/msg/RegionOfInterest"], store.types["maskclip_ros/msg/SegmentInstance"]
+    info = store.types["sensor_msgs/msg/CameraInfo"]
+    fields = {f: frame.camera_info[f] for f in ("distortion_model",) if f in frame.camera_info}
+    k = np.asarray(frame.k, np.float64)
+    p = np.array([k[0], k[1], k[2], 0.0, k[3], k[4], k[5], 0.0, k[6], k[7], k[8], 0.0])
+    roi = store.types["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return info(header=head, height=frame.height, width=frame.width, distortion_model=fields.get("distortion_model", "plumb_bob"),
+                d=np.zeros(5), k=k, r=np.eye(3).reshape(-1), p=p, binning_x=0, binning_y=0, roi=roi)
+
+
+def _gt_segmentation(store, head, frame, names: dict):
+    import numpy as np
+
+    types = store.types
+    roi, inst = types["sensor_msgs/msg/RegionOfInterest"], types["maskclip_ros/msg/SegmentInstance"]
+    point, pose = types["geometry_msgs/msg/Point"], types["geometry_msgs/msg/Pose"]
+    vector, quat = types["geometry_msgs/msg/Vector3"], types["geometry_msgs/msg/Quaternion"]
+
+    def geometry(s):
+        c = s.get("centroid_xyz")
+        origin = pose(position=point(x=0.0, y=0.0, z=0.0), orientation=quat(x=0.0, y=0.0, z=0.0, w=1.0))
+        return types["maskclip_ros/msg/SegmentGeometry"](
+            valid=c is not None, depth_pixels=0, inlier_pixels=0, depth=float(s.get("depth_m") or 0.0),
+            centroid=point(x=float(c[0]), y=float(c[1]), z=float(c[2])) if c is not None else point(x=0.0, y=0.0, z=0.0),
+            box_center=origin, box_size=vector(x=0.0, y=0.0, z=0.0), has_oriented_box=False,
+            oriented_box_center=origin, oriented_box_size=vector(x=0.0, y=0.0, z=0.0))
+
     instances = [inst(id=s["id"], class_index=s["category_id"], class_name=names[s["category_id"]], score=1.0,
                       is_thing=bool(s["isthing"]), area=s["area"],
                       bbox=roi(x_offset=s["bbox"][0], y_offset=s["bbox"][1], width=s["bbox"][2],
                                height=s["bbox"][3], do_rectify=False),
-                      embedding=np.zeros(0, np.float32)) for s in scene.segments]
-    h, w = scene.panoptic.shape
-    return store.types["maskclip_ros/msg/Segmentation"](header=head, vocabulary_version=0, height=h, width=w,
-                                                        instances=instances)
+                      embedding=np.zeros(0, np.float32), track_id=int(s.get("track_id") or 0),
+                      geometry=geometry(s)) for s in frame.segments]
+    h, w = frame.panoptic.shape
+    return types["maskclip_ros/msg/Segmentation"](header=head, vocabulary_version=0, height=h, width=w,
+                                                  instances=instances)
 
 
 def isolated_environment(out: Path) -> dict[str, str]:
@@ -135,11 +169,13 @@ def _run_session(bag: Path, settings: DemoSettings, env: dict) -> Session:
     params = settings.params_files or (str(resource("config", DEMO_PARAMS)),)
     procs = {"node": start_process(
         [*cli, "node", *[a for f in params for a in ("--params-file", str(f))], "--ros-args",
-         "-r", f"image:={settings.topic}", "-r", f"~/set_vocabulary:={LAUNCH_SERVICE_NAME}",
+         "-r", f"image:={settings.topic}", "-r", f"depth:={settings.depth_topic}",
+         "-r", f"camera_info:={settings.camera_info_topic}", "-r", f"~/set_vocabulary:={LAUNCH_SERVICE_NAME}",
          "-p", "use_sim_time:=false",
-         # Reliable camera subscription: the bag player is reliable, and best-effort delivery of ~1 MB
-         # frames over loopback UDP loses fragments in bursts.
-         "-p", f"qos_overrides.{settings.topic}.subscription.reliability:=reliable"], out / "node.log", env=env)}
+         # Reliable inputs: the bag player is reliable, and best-effort delivery of ~1 MB frames over
+         # loopback UDP loses fragments in bursts.
+         *[a for t in (settings.topic, settings.depth_topic, settings.camera_info_topic)
+           for a in ("-p", f"qos_overrides.{t}.subscription.reliability:=reliable")]], out / "node.log", env=env)}
     procs["record"] = start_process([*cli, "record", str(out / "output_bag"), "--topics",
                                      *[f"{NODE}/{t}" for t in OUTPUTS], "/diagnostics"], out / "record.log", env=env)
     try:

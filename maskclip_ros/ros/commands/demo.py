@@ -15,6 +15,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--bag", default=None, help="replay this rosbag2 instead of a generated one")
     p.add_argument("--topic", help="camera image topic in the bag")
+    p.add_argument("--depth-topic", help="registered depth image topic in the bag")
+    p.add_argument("--camera-info-topic", help="camera_info topic in the bag")
     p.add_argument("--frames", type=int, help="frames of the generated bag")
     p.add_argument("--hz", type=float, help="frame rate of the generated bag")
     p.add_argument("--seed", type=int, help="world seed of the generated (held-out) scenes")
@@ -35,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     from maskclip_ros.ros.demo import DemoSettings, run_demo
 
     summary = run_demo(DemoSettings(
-        bag=Path(args.bag) if args.bag else None, topic=args.topic, frames=args.frames, hz=args.hz, seed=args.seed,
+        bag=Path(args.bag) if args.bag else None, topic=args.topic, depth_topic=args.depth_topic,
+        camera_info_topic=args.camera_info_topic, frames=args.frames, hz=args.hz, seed=args.seed,
         params_files=tuple(args.params_files), switch_to=tuple(args.switch_to), timeout=args.timeout,
         service_timeout=args.service_timeout, gif_frame_ms=args.gif_frame_ms, gif_scale=args.gif_scale,
         out=Path(args.out)))
