@@ -241,17 +241,18 @@ def test_eval_tracking_command_end_to_end(tmp_path):
 
     out = tmp_path / "run"
     argv = ["eval-tracking", "--out", str(out), "--sequences", "1", "--frames", "9", "--frame-skip", "3",
-            "--sources", "gt", "gt_things", "regions", "--threads", "1", "--no-progress"]
+            "--sources", "gt", "gt_things", "oracle", "regions", "--threads", "1", "--no-progress"]
     assert main([*argv, *(a for s in SMALL_WORLD for a in ("--set", s))]) == 0
     data = json.loads((out / "results.json").read_text())
-    assert list(data) == ["gt", "gt_things", "regions"]
+    assert list(data) == ["gt", "gt_things", "oracle", "regions"]
     for source, entry in data.items():
         assert set(T.SUMMARY_KEYS) <= set(entry) and entry["num_frames"] == 3 and entry["frame_skip"] == 3
         assert entry["depth_problems"] == {} and entry["num_gt"] > 0
     things = data["gt_things"]
     assert things["num_false_positives"] == 0  # only ground-truth thing masks were proposed
-    if things["centroid_pairs"]:
-        assert things["centroid_error_rel_median"] < 0.01
+    oracle = data["oracle"]  # perfect detections: every ground-truth thing is matched, with 3D
+    assert oracle["num_misses"] == 0 and oracle["num_false_positives"] == 0 and oracle["mota"] > 0.8
+    assert oracle["centroid_pairs"] == oracle["num_gt"] and oracle["centroid_error_rel_median"] < 0.01
     md = (out / "results.md").read_text()
     assert "| gt_things |" in md and "eval-tracking" in md
 

@@ -321,3 +321,15 @@ def test_lost_track_is_found_at_its_predicted_place():
     tracker = Tracker(config=make_config(confirm_hits=1))
     ids = run(tracker, [[obs(box_mask(20, 5 + 5 * i))] for i in range(3)] + [[], []] + [[obs(box_mask(20, 30))]])
     assert ids[-1] == [1] and ids[0] == [1]
+
+
+def test_observation_without_a_grid_cell_is_not_tracked_and_steals_no_track():
+    """A 1-pixel sliver (no cell on the 80-cell grid of a 320-pixel mask) with the tracked object's embedding."""
+    tracker = Tracker(config=make_config(confirm_hits=1, min_iou=0.5))
+    mug, = embeddings(1)
+    big = (240, 320)
+    run(tracker, [[obs(box_mask(80, 40 + 4 * i, size=48, shape=big), embedding=mug)] for i in range(2)])
+    sliver = np.zeros(big, bool)
+    sliver[200, 300] = True
+    ids = tracker.update([obs(sliver, embedding=mug), obs(box_mask(80, 48, size=48, shape=big), embedding=mug)], 0.2)
+    assert ids == [0, 1]

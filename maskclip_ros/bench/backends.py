@@ -165,7 +165,7 @@ def bench_one_model(opts: BackendsBench, model: str, variants, threads: int) -> 
             del runners
             if opts.memory:
                 entry["peak_memory_mb"] = {name: _memory_subprocess(opts, model, mode, name, cache_dir)
-                                           for name in map(lambda v: variant_name(*v), variants)}
+                                           for name in (variant_name(*v) for v in variants)}
             out["modes"][mode] = entry
     return out
 
@@ -240,14 +240,23 @@ def time_mode(runners: dict, opts: BackendsBench, frame, mask_size) -> dict:
 
 
 def count_flops(model, image: np.ndarray, masks: np.ndarray):
-    """FLOPs of one forward (torch.utils.flop_counter: matmuls, convolutions, attention) and its output."""
+    """FLOPs of one forward (torch.utils.flop_counter: matmuls, convolutions, attention) and its output.
+
+    Under inference mode the counter sees ``aten.scaled_dot_product_attention`` itself, which its registry
+    lacks (it has the fused kernels' names only): it is counted with the library's own formula."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.scaled_dot_product_attention: _sdpa_flop})
     with torch.inference_mode(), counter:
         out = model(image, masks)
     return int(counter.get_total_flops()), out
+
+
+def _sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
 def _forward(run, image, masks):

@@ -85,7 +85,9 @@ def accuracy_report(acc: dict) -> str:
     for mode, per in acc["modes"].items():
         for name, r in per.items():
             lines.append(f"  {mode:<7} {name:<17} {100 * r['agreement']:15.2f}% {r['mean_cosine']:12.6f} "
-                         f"{r['min_cosine']:11.6f} {r['embeddings_max_abs']:10.1e} {100 * r['gt_accuracy']:14.1f}%")
+                         f"{r['min_cosine']:11.6f} {r['embeddings_max_abs']:10.1e} {100 * r['gt_accuracy']:14.1f}%"
+                         + (f"  flips at fp32 margins {r['flip_margins']} (median margin {r['median_margin']:.3f})"
+                            if r["disagreements"] else ""))
     return "\n".join(lines)
 
 

@@ -71,21 +71,26 @@ def compare(runners: dict, maskclip, text, scenes: list[dict]) -> dict:
     import torch
     import torch.nn.functional as F
 
-    per: dict[str, dict[str, list]] = {name: {"top1": [], "emb": []} for name in runners}
+    per: dict[str, dict[str, list]] = {name: {"probs": [], "emb": []} for name in runners}
     with torch.inference_mode():
         for scene in scenes:
             for name, run in runners.items():
                 emb = run(scene["image"], scene["masks"]).embeddings.float()  # (S, E)
                 per[name]["emb"].append(emb)
-                per[name]["top1"].append(maskclip.classify(emb, text).probs.argmax(1))
+                per[name]["probs"].append(maskclip.classify(emb, text).probs)  # (S, C)
     labels = torch.cat([torch.as_tensor(s["labels"]) for s in scenes])
-    ref_top1, ref_emb = torch.cat(per[REFERENCE]["top1"]), torch.cat(per[REFERENCE]["emb"])
+    ref_probs, ref_emb = torch.cat(per[REFERENCE]["probs"]), torch.cat(per[REFERENCE]["emb"])
+    ref_top1 = ref_probs.argmax(1)
+    top2 = ref_probs.topk(2, dim=1).values  # (R, 2)
+    margin = top2[:, 0] - top2[:, 1]  # fp32's lead of its top-1 class over the runner-up
     out = {}
     for name, rows in per.items():
-        top1, emb = torch.cat(rows["top1"]), torch.cat(rows["emb"])
+        top1, emb = torch.cat(rows["probs"]).argmax(1), torch.cat(rows["emb"])
         cosine = F.cosine_similarity(emb, ref_emb, dim=-1)
-        out[name] = {"agreement": float((top1 == ref_top1).float().mean()),
-                     "disagreements": int((top1 != ref_top1).sum()),
+        flips = top1 != ref_top1
+        out[name] = {"agreement": float((~flips).float().mean()), "disagreements": int(flips.sum()),
+                     "flip_margins": [round(float(m), 5) for m in margin[flips]],
+                     "median_margin": float(margin.median()),
                      "mean_cosine": float(cosine.mean()), "min_cosine": float(cosine.min()),
                      "embeddings_max_abs": float((emb - ref_emb).abs().max()),
                      "gt_accuracy": float((top1 == labels).float().mean())}

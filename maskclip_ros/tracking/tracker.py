@@ -18,7 +18,8 @@ is measured in seconds from the stamps, not in frames). Per update:
    that were matched in the previous update (not lost), on IoU >= ``second_stage_min_iou`` only: a partly
    occluded, low-confidence object keeps its track but never starts one. Lower scores are ignored.
 4. Unmatched tentative tracks are dropped; unmatched confirmed tracks become lost (kept ``max_age_s``);
-   unmatched high-score observations start tentative tracks.
+   unmatched high-score observations start tentative tracks. An observation too small to leave a cell on the
+   comparison grid is not tracked (id 0): its embedding is unreliable and it has no shape to match.
 
 Masks are compared on a grid with long side ``mask_long_side`` (nearest sampling) as one matrix product
 (N tracks x K observations). A track matched in the previous update is compared at its predicted place:
@@ -188,6 +189,8 @@ class Tracker:
                         if not (t.state is TrackState.LOST and stamp - t.last_seen_s > cfg.max_age_s)]
         frame = ObservationFrame.build(observations, cfg.mask_long_side) if observations else None
         scores = np.array([o.score for o in observations], dtype=np.float64)
+        if frame is not None:  # a mask with no cell on the comparison grid cannot be told apart: not tracked
+            scores[frame.flat.sum(1) == 0] = -1.0
         high = np.flatnonzero(scores >= cfg.high_score)
         low = np.flatnonzero((scores >= cfg.low_score) & (scores < cfg.high_score))
         first = self._match(self._tracks, high, frame, stamp, second_stage=False)
