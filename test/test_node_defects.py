@@ -12,7 +12,6 @@ import pytest
 import rclpy
 from rcl_interfaces.srv import GetParameters
 
-import rosproc
 from helpers.node_harness import NodeProcess, Peer, Transition, node_session, scene, write_params
 from maskclip_ros.config import asset
 from maskclip_ros.srv import SetVocabulary

@@ -234,7 +234,8 @@ def time_mode(runners: dict, opts: BackendsBench, frame, mask_size) -> dict:
     return {"gflop": {str(m): f / 1e9 for m, f in flops.items()},
             "latency_s": {n: {str(m): t for m, t in per_m.items()} for n, per_m in latency.items()},
             "samples_s": {n: {str(m): ts for m, ts in per_m.items()} for n, per_m in samples.items()},
-            "speedup": {n: {str(m): latency[REFERENCE][m] / t for m, t in per_m.items()} for n, per_m in latency.items()},
+            "speedup": {n: {str(m): latency[REFERENCE][m] / t for m, t in per_m.items()}
+                        for n, per_m in latency.items()},
             "gflops_per_s": {n: {str(m): flops[m] / t / 1e9 for m, t in per_m.items()} for n, per_m in latency.items()},
             "parity_at_max_m": parity}
 
@@ -242,12 +243,13 @@ def time_mode(runners: dict, opts: BackendsBench, frame, mask_size) -> dict:
 def count_flops(model, image: np.ndarray, masks: np.ndarray):
     """FLOPs of one forward (torch.utils.flop_counter: matmuls, convolutions, attention) and its output.
 
-    Under inference mode the counter sees ``aten.scaled_dot_product_attention`` itself, which its registry
-    lacks (it has the fused kernels' names only): it is counted with the library's own formula."""
+    The CPU's fused attention kernel (``aten._scaled_dot_product_flash_attention_for_cpu``) is missing from
+    the counter's registry (it has the CUDA kernels only): it is counted with the library's own formula."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.aten.scaled_dot_product_attention: _sdpa_flop})
+    cpu_attention = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+    counter = FlopCounterMode(display=False, custom_mapping={cpu_attention: _sdpa_flop})
     with torch.inference_mode(), counter:
         out = model(image, masks)
     return int(counter.get_total_flops()), out

@@ -133,3 +133,11 @@ def _config(opts: AccuracyBench, mode: str, rma_checkpoint: str):
     sets += [f"clip.short_side={opts.short_side}"] if opts.short_side else []
     return load_segmenter_config(*opts.params_files, overrides=sets)
 
+
+def agreement_target(accuracy: dict, threshold: float) -> tuple[str, bool | None]:
+    """The bf16 target (issue 13: top-1 agreement with fp32 >= ``threshold`` on the small CLIP): its name and
+    whether every bf16 path in every mode meets it (None without a bf16 path)."""
+    agreement = [r["agreement"] for per in accuracy["modes"].values() for name, r in per.items()
+                 if name.endswith("bf16")]
+    name = f"{accuracy['model']}: every bf16 path's top-1 agreement with fp32 >= {100 * threshold:g}%"
+    return name, (min(agreement) >= threshold if agreement else None)

@@ -21,8 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--quick", action="store_true", help="the quick_* settings instead (finishes within 3 minutes)")
     p.add_argument("--models", nargs="+", help="open_clip model names")
-    p.add_argument("--clip-checkpoints", nargs="*", metavar="MODEL=FILE", help="CLIP weights per model (others: random)")
-    p.add_argument("--rma-checkpoints", nargs="*", metavar="MODEL=FILE", help="RMA weights per model (others: untrained)")
+    p.add_argument("--clip-checkpoints", nargs="*", metavar="MODEL=FILE",
+                   help="CLIP weights per model (others: random)")
+    p.add_argument("--rma-checkpoints", nargs="*", metavar="MODEL=FILE",
+                   help="RMA weights per model (others: untrained)")
     p.add_argument("--backends", nargs="+", help="torch, openvino, onnxruntime (those installed run)")
     p.add_argument("--modes", nargs="+", choices=("tokens", "rma"), help="MaskCLIP modes")
     p.add_argument("--masks", type=int, nargs="+", help="proposal counts M")
@@ -73,13 +75,16 @@ def run(args: argparse.Namespace) -> int:
                          modes=tuple(args.modes), masks=tuple(sorted(args.masks)), width=args.width,
                          height=args.height, short_side=args.short_side, repeats=args.repeats, threads=args.threads,
                          seed=args.seed, memory=args.memory, gemm_side=args.gemm_side,
-                         gemm_repeats=args.gemm_repeats, export_cache=args.export_cache, params_files=tuple(args.params_files),
-                         sets=tuple(args.sets), targets=targets)
+                         gemm_repeats=args.gemm_repeats, export_cache=args.export_cache,
+                         params_files=tuple(args.params_files), sets=tuple(args.sets), targets=targets)
     results = run_backends(opts)
     variants = tuple(available_variants(opts.backends)[0])
     if args.accuracy:
+        from maskclip_ros.bench.precision import agreement_target
+
         results["accuracy"] = _accuracy(args, opts, variants)
-        _accuracy_target(results, targets)
+        name, met = agreement_target(results["accuracy"], targets["agreement"])
+        results["summary"]["targets"][name] = met
     if args.frames:
         results["frames"] = _frames(args, opts, variants)
     print(report(results))
@@ -117,14 +122,6 @@ def _accuracy(args, opts, variants) -> dict:
         scenes=args.accuracy_scenes, seed=seed, short_side=opts.short_side,
         threads=opts.threads or len(os.sched_getaffinity(0)), export_cache=opts.export_cache,
         params_files=opts.params_files, sets=opts.sets))
-
-
-def _accuracy_target(results: dict, targets: dict) -> None:
-    """The bf16 agreement target (issue 13: >= 99% top-1 agreement with fp32 on the small CLIP)."""
-    agreement = [r["agreement"] for per in results["accuracy"]["modes"].values() for name, r in per.items()
-                 if name.endswith("bf16")]
-    key = f"{results['accuracy']['model']}: every bf16 path's top-1 agreement with fp32 >= {100 * targets['agreement']:g}%"
-    results["summary"]["targets"][key] = min(agreement) >= targets["agreement"] if agreement else None
 
 
 def _frames(args, opts, variants) -> dict:

@@ -3,6 +3,7 @@ tools and the tests: spin until a condition holds (with a deadline, never a fixe
 its own session with its output in a log file, stop it with SIGINT (then SIGKILL)."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -55,7 +56,8 @@ def start_process(cmd: list[str], log_path: Path, *, env: Mapping[str, str] | No
 
 def stop_process(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> int:
     """SIGINT to the process group of ``proc`` (started by ``start_process``), SIGKILL if it has not exited
-    after ``timeout`` seconds; returns its exit code."""
+    after ``timeout`` seconds, then SIGKILL to whatever is left of the group (a child that outlived its
+    parent, e.g. a node under ``ros2 launch``); returns its exit code."""
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -63,4 +65,6 @@ def stop_process(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> int
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
     return proc.returncode

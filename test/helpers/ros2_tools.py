@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from maskclip_ros.ros.spin import stop_process
+
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.prefix)
 PACKAGE = "maskclip_ros"
@@ -252,18 +254,8 @@ def build_workspace(root: Path) -> Workspace:
 
 # ------------------------------------------------------------------------------------------------ launching
 def stop_group(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> int:
-    """SIGINT to the process group of `proc` (started with start_new_session=True), SIGKILL after `timeout`
-    s; then SIGKILL to whatever is left of the group (a child that outlived its parent). The exit code."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    return proc.returncode
+    """SIGINT to the process group (maskclip_ros.ros.spin.stop_process, which also reaps leftovers)."""
+    return stop_process(proc, timeout)
 
 
 class Launch:
