@@ -190,12 +190,12 @@ def build_segmenter(cfg: SegmenterConfig, *, with_proposer: bool = True) -> Segm
         from maskclip_ros.proposals import build_proposer  # imports the configured backend only
 
         proposer = build_proposer(cfg.proposals, device=str(torch_device))
-    return Segmenter(maskclip=_encoder(cfg, build_maskclip(cfg.maskclip, tower)), proposer=proposer,
+    return Segmenter(maskclip=build_encoder(cfg, build_maskclip(cfg.maskclip, tower)), proposer=proposer,
                      embedder=TextEmbedder(tower=tower, cache_size=cfg.vocabulary.embedding_cache_size),
                      vocabulary_config=cfg.vocabulary, merge_config=cfg.merge, precision=cfg.precision)
 
 
-def _encoder(cfg: SegmenterConfig, maskclip: MaskCLIP):
+def build_encoder(cfg: SegmenterConfig, maskclip: MaskCLIP):
     """The encoder ``segment`` runs: the MaskCLIP model itself (backend torch, or crop mode), or its
     exported encoder under openvino / onnxruntime (``model.export``, exported and cached on first use)."""
     mcfg = cfg.maskclip

@@ -2,6 +2,7 @@
 one set_vocabulary request makes exactly one version whatever the suffixes; the CLI finds the service that
 has a server; the start-up log says what runs; refusals stay short; Ctrl-C with a frame in flight and the
 lifecycle shutdown both end the process cleanly (exit 0)."""
+import importlib.util
 import os
 import signal
 import subprocess
@@ -105,3 +106,20 @@ def test_lifecycle_shutdown_ends_the_process(tmp_path, ros_isolation):
     finally:
         rclpy.try_shutdown()
     assert code == 0, node.log()[-3000:]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime is not installed")
+def test_node_runs_an_exported_encoder_chosen_by_its_parameters(tmp_path, ros_isolation):
+    """maskclip.backend onnxruntime (exported at configure for the frame size): the same outputs contract."""
+    from helpers.node_harness import check_segmentation
+
+    params = write_params(tmp_path / "p.yaml", {"maskclip": {"backend": "onnxruntime", "export_frame_size": [64, 96],
+                                                             "export_cache_dir": str(tmp_path / "export")}})
+    with node_session(tmp_path, params) as (node, peer):
+        peer.wait_active(timeout=180)
+        rgb, labels = scene(5)
+        peer.publish(rgb, labels, (1, 0))
+        check_segmentation(*peer.wait_outputs((1, 0)), labels, list(peer.vocabularies[-1].class_names))
+        assert peer.latest_diagnostics()["model"].endswith("/ tokens / onnxruntime")
+        log = node.log()
+    assert "tokens on onnxruntime" in log and any((tmp_path / "export").iterdir()), "exported into the cache dir"

@@ -67,7 +67,8 @@ def bench_model(opts: ModelBench) -> dict:
     results = {
         "model": opts.model, "frame": [opts.height, opts.width], "device": opts.device,
         "input_size": list(models["tokens"].tower.geometry((opts.height, opts.width)).input_size),
-        "rma_layers_1based": [i + 1 for i in models["rma"].rma.config.block_indices],
+        "rma_layers_1based": [i + 1 for i in getattr(models["rma"], "maskclip", models["rma"]).rma.config.block_indices],
+        "backend": type(models["tokens"]).__name__,
         "threads": threads, "repeats": opts.repeats, "machine": _machine(load_before),
         "latency_s": {mode: {str(m): t for m, t in per_m.items()} for mode, per_m in latency.items()},
         "samples_s": {mode: {str(m): ts for m, ts in per_m.items()} for mode, per_m in samples.items()},
@@ -96,11 +97,16 @@ def _build_models(opts: ModelBench, modes=MODES) -> dict:
     import torch
 
     from maskclip_ros.model.factory import build_clip, build_maskclip
+    from maskclip_ros.pipeline import build_encoder
 
     torch.manual_seed(opts.seed)
     cfg = segmenter_config(opts, rma_checkpoint="", rma_layers="")
     tower = build_clip(cfg.clip, opts.device)
-    return {mode: build_maskclip(dataclasses.replace(cfg.maskclip, mode=mode), tower).eval() for mode in modes}
+    models = {}
+    for mode in modes:  # maskclip.backend (params file / --set) applies to tokens and rma; crop runs torch
+        mode_cfg = dataclasses.replace(cfg, maskclip=dataclasses.replace(cfg.maskclip, mode=mode))
+        models[mode] = build_encoder(mode_cfg, build_maskclip(mode_cfg.maskclip, tower).eval())
+    return models
 
 
 def synthetic_frame(height: int, width: int, seed: int) -> np.ndarray:

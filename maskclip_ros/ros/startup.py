@@ -27,7 +27,9 @@ def summary(node, config, vocabulary, image_backend: str) -> str:
     weights = (str(asset(clip.checkpoint)) if clip.checkpoint else f"pretrained {clip.pretrained}"
                if clip.pretrained else "RANDOM weights (clip.random_init)")
     mode = config.maskclip.mode
-    if mode == "rma":
+    if config.maskclip.backend != "torch" and mode != "crop":
+        mode += f" on {config.maskclip.backend}"
+    if config.maskclip.mode == "rma":
         mode += f" ({asset(config.maskclip.rma_checkpoint)})" if config.maskclip.rma_checkpoint else " (untrained)"
     names = ", ".join(f"{n}{'' if t else ' (stuff)'}" for n, t in zip(vocabulary.class_names, vocabulary.is_thing))
     topics = ", ".join(node.resolve_topic_name(t) for t in OUTPUT_TOPICS.values())
@@ -40,7 +42,8 @@ def summary(node, config, vocabulary, image_backend: str) -> str:
 def diagnostics_info(config, vocabulary, image_backend: str) -> dict[str, str]:
     """The node's settings shown in /diagnostics (interface.INFO_KEYS)."""
     return {"device": config.device, "precision": config.precision,
-            "model": f"{config.clip.model_name} / {config.maskclip.mode}", "image_backend": image_backend,
+            "model": f"{config.clip.model_name} / {config.maskclip.mode} / {config.maskclip.backend}",
+            "image_backend": image_backend,
             "vocabulary_version": str(vocabulary.version if vocabulary else 0),
             "vocabulary_size": str(len(vocabulary) if vocabulary else 0)}
 
