@@ -56,7 +56,8 @@ RUN_BY = {
     "pip install -r": "helpers/ros2_tools.build_workspace (--dry-run --no-index: every pin already installed)",
     "colcon build": "helpers/ros2_tools.build_workspace",
     "source install/setup.bash": "helpers/ros2_tools.Workspace.bash, before every command",
-    "ros2 launch maskclip_ros segment.launch.py image:=": "TestReadmeLaunch (device:=cpu instead of cuda)",
+    "ros2 launch maskclip_ros segment.launch.py image:=/camera/image_raw": "TestReadmeLaunch (device:=cpu instead of cuda)",
+    "ros2 launch maskclip_ros segment.launch.py image:=/camera/color": "TestDepthLaunch",
     "ros2 launch maskclip_ros segment.launch.py namespace:=": "TestNamespacedSimTimeLaunch",
     "maskclip-ros replay": "TestNamespacedSimTimeLaunch.test_replayed_bag_drives_the_node_on_bag_time",
     "ros2 lifecycle get": "TestReadmeLaunch.test_launch_reaches_active",
@@ -79,7 +80,8 @@ def workspace(tmp_path_factory):
 
 
 def test_every_readme_command_is_run():
-    names = {name for cls in (TestReadmeLaunch, TestNamespacedSimTimeLaunch) for name in dir(cls)} | set(globals())
+    names = {name for cls in (TestReadmeLaunch, TestNamespacedSimTimeLaunch, TestDepthLaunch)
+             for name in dir(cls)} | set(globals())
     for command in README.commands:
         words = " ".join(command.argv)
         matches = [key for key in RUN_BY if words.startswith(key)]
@@ -334,6 +336,61 @@ class TestNamespacedSimTimeLaunch:
     def test_sigint_stops_the_launch_cleanly(self, ns_robot):
         assert ns_robot.stop() == 0, ns_robot.log()
         assert "process has finished cleanly" in ns_robot.log(), ns_robot.log()
+
+
+# ---------------------------------------------------------------------- the README's depth-camera launch
+DEPTH_FRAMES, DEPTH_HZ = 6, 2.0
+
+
+@pytest.fixture(scope="class")
+def depth_robot(workspace, tmp_path_factory):
+    """The README's depth-camera launch (default model: the small CLIP, regions proposals), active."""
+    tmp = tmp_path_factory.mktemp("depth_launch")
+    command = README.find("ros2", "launch", having=["large_frames:=true"])
+    with launched(workspace, command.with_args(extra=["device:=cpu"]), tmp / "launch.log") as launch:
+        wait_active(workspace, launch, README.find("ros2", "lifecycle", "get").graph())
+        yield launch
+
+
+def write_depth_bag(path: Path, command) -> Path:
+    """A demo-style bag of a moving generated world on the topics the depth launch line remaps to."""
+    from maskclip_ros.ros.demo import DemoSettings, write_demo_bag
+
+    topics = dict(arg.split(":=") for arg in command.argv if ":=" in arg)
+    settings = DemoSettings(bag=None, topic=topics["image"], depth_topic=topics["depth"],
+                            camera_info_topic=topics["camera_info"], frames=DEPTH_FRAMES, hz=DEPTH_HZ, seed=4040,
+                            params_files=(), switch_to=(), timeout=0, service_timeout=0, gif_frame_ms=0,
+                            gif_scale=1, out=path.parent)
+    return write_demo_bag(path, settings)
+
+
+@pytest.mark.usefixtures("depth_robot")
+@pytest.mark.ros
+@pytest.mark.slow
+class TestDepthLaunch:
+    """`ros2 launch ... image:=/camera/color/image_raw depth:=... camera_info:=... large_frames:=true`, a replayed
+    bag with depth (the camera side with the README's Fast DDS profile): track ids and 3D geometry come out."""
+
+    def test_replayed_depth_bag_gives_tracks_and_3d(self, workspace, depth_robot, tmp_path):
+        command = README.find("ros2", "launch", having=["large_frames:=true"])
+        bag = write_depth_bag(tmp_path / "depth_bag", command)
+        export = README.find("export", having=[]).text
+        with ros_node("depth_launch_listener") as node:
+            segments = []
+            node.create_subscription(Segmentation, "/maskclip/segments", segments.append,
+                                     QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+            spin_until(node, lambda: node.count_publishers("/maskclip/markers") and
+                       node.count_publishers("/maskclip/segments"), ANSWER_TIMEOUT_S, "the 3D publishers")
+            output = workspace.ok(f"{export} && maskclip-ros replay {bag} --wait-for "
+                                  f"{' '.join(dict(a.split(':=') for a in command.argv if ':=' in a)[t] for t in ('image', 'depth'))}",
+                                  timeout=180)
+            assert "published" in output, output
+            spin_until(node, lambda: len(segments) >= 2, ANSWER_TIMEOUT_S, "two processed frames")
+        with_depth = [m for m in segments if any(i.geometry.valid for i in m.instances)]
+        assert with_depth, "depth paired with the frames: segments have 3D geometry"
+        assert all(0.5 < i.geometry.depth < 25 for m in with_depth for i in m.instances if i.geometry.valid)
+        tracked = [i.track_id for m in segments[1:] for i in m.instances if i.is_thing]
+        assert not tracked or any(tracked), "things get track ids"
 
 
 # ------------------------------------------------------------------------------------------------- helpers
