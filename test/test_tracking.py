@@ -18,9 +18,8 @@ EMBED_DIM = 32
 def make_config(**changes) -> TrackerConfig:
     values = dict(enabled=True, high_score=0.5, low_score=0.1, iou_weight=0.5, class_weight=0.2,
                   embedding_weight=0.3, min_iou=0.2, min_containment=1.0, reid_similarity=0.85, min_similarity=0.3,
-                  second_stage_min_iou=0.3, confirm_hits=2, border_confirm_hits=1, max_age_s=2.0,
-                  embedding_momentum=0.8, velocity_momentum=0.5, occluded_area_ratio=0.5, occluded_containment=0.8,
-                  mask_long_side=80)
+                  second_stage_min_iou=0.3, confirm_hits=2, max_age_s=2.0, embedding_momentum=0.8,
+                  velocity_momentum=0.5, occluded_area_ratio=0.5, occluded_containment=0.8, mask_long_side=80)
     return TrackerConfig(**{**values, **changes})
 
 
@@ -334,12 +333,3 @@ def test_observation_without_a_grid_cell_is_not_tracked_and_steals_no_track():
     sliver[200, 300] = True
     ids = tracker.update([obs(sliver, embedding=mug), obs(box_mask(80, 48, size=48, shape=big), embedding=mug)], 0.2)
     assert ids == [0, 1]
-
-
-def test_a_track_born_at_the_border_waits_for_border_confirm_hits():
-    tracker = Tracker(config=make_config(confirm_hits=1, border_confirm_hits=2))
-    width = GRID[1]
-    frames = [[obs(box_mask(20, width - 6 - 4 * i)), obs(box_mask(40, 20 + i))] for i in range(3)]
-    assert run(tracker, frames) == [[0, 1], [2, 1], [2, 1]]  # the entering box gets its id at its 2nd match
-    with pytest.raises(ValueError, match="border_confirm_hits"):
-        make_config(border_confirm_hits=0)

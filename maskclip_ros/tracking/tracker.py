@@ -30,11 +30,9 @@ match that covers much less than its track's predicted mask and lies inside it (
 and its velocity, so it is found again when the object re-emerges; an observation outside the prediction
 re-anchors the track.
 
-Ids: a track gets its id when confirmed (``confirm_hits`` matches in a row, ``border_confirm_hits`` for a
-track whose first mask touches the image border: an object still entering the view, whose next sighting is
-larger and elsewhere; a tentative track that misses an update is dropped), so tentative tracks return 0 and
-the numbering has no gaps from short-lived candidates. Ids are positive and never reused within a Tracker's
-life, ``reset()`` included.
+Ids: a track gets its id when confirmed (``confirm_hits`` matches in a row; a tentative track that misses
+an update is dropped), so tentative tracks return 0 and the numbering has no gaps from short-lived
+candidates. Ids are positive and never reused within a Tracker's life, ``reset()`` included.
 
 Why our own and not a library: ``trackers`` (Roboflow, Apache-2.0) ByteTrackTracker takes supervision
 ``Detections``, associates by box IoU after a Kalman box prediction, counts the lost buffer in frames at a
@@ -85,7 +83,6 @@ class TrackerConfig:
     min_similarity: float  # [0, 1] ... and at least this weighted similarity
     second_stage_min_iou: float  # [0, 1] least IoU for a low-score observation to continue a track
     confirm_hits: int  # [1, 1000] matches in a row before a track is confirmed and gets its id (1 = at once)
-    border_confirm_hits: int  # [1, 1000] the same for a track whose first mask touches the image border
     max_age_s: float  # [0, 3600] seconds a lost track is kept for re-identification
     embedding_momentum: float  # [0, 1] share of the old embedding when a match updates it (0 = replace)
     velocity_momentum: float  # [0, 1] share of the old velocity when a match updates it (1 = no motion model)
@@ -108,7 +105,6 @@ class TrackerConfig:
             raise ValueError("tracking.iou_weight + tracking.class_weight must be > 0 (pairs without embeddings "
                              f"need a similarity), got {self.iou_weight} + {self.class_weight}")
         _check_range("confirm_hits", self.confirm_hits, 1, 1000, integer=True)
-        _check_range("border_confirm_hits", self.border_confirm_hits, 1, 1000, integer=True)
         _check_range("max_age_s", self.max_age_s, 0.0, 3600.0)
         _check_range("mask_long_side", self.mask_long_side, 8, 1024, integer=True)
 
@@ -150,7 +146,6 @@ class _Track:
     hits: int
     first_seen_s: float
     last_seen_s: float
-    born_at_border: bool  # the first mask touched the grid's border (an object entering the view)
 
     def info(self) -> TrackInfo:
         return TrackInfo(track_id=self.track_id, state=self.state, class_name=self.class_name, score=self.score,
@@ -283,7 +278,7 @@ class Tracker:
         track.class_name, track.score, track.bbox = observation.class_name, float(observation.score), observation.bbox
         track.hits += 1
         track.last_seen_s = stamp
-        if track.state is TrackState.LOST or track.hits >= self._needed_hits(track):
+        if track.state is TrackState.LOST or track.hits >= cfg.confirm_hits:
             self._confirm(track)
 
     def _move(self, track: _Track, frame: ObservationFrame, k: int, stamp: float) -> None:
@@ -318,26 +313,16 @@ class Tracker:
                        centroid=frame.centroids[k].copy(), velocity=np.zeros(2),
                        embedding=frame.embeddings[k].copy() if frame.has_embedding[k] else None,
                        class_name=observation.class_name, score=float(observation.score), bbox=observation.bbox,
-                       hits=1, first_seen_s=stamp, last_seen_s=stamp,
-                       born_at_border=_touches_border(frame.masks[k]))
-        if self._needed_hits(track) <= 1:
+                       hits=1, first_seen_s=stamp, last_seen_s=stamp)
+        if self._config.confirm_hits <= 1:
             self._confirm(track)
         self._tracks.append(track)
         return track
-
-    def _needed_hits(self, track: _Track) -> int:
-        cfg = self._config
-        return max(cfg.confirm_hits, cfg.border_confirm_hits) if track.born_at_border else cfg.confirm_hits
 
     def _confirm(self, track: _Track) -> None:
         if track.track_id == 0:
             track.track_id = next(self._ids)
         track.state = TrackState.CONFIRMED
-
-
-def _touches_border(mask: np.ndarray) -> bool:
-    """Whether an (h, w) mask has a cell in its first or last row or column."""
-    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
 
 
 def _on_grid(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
