@@ -333,3 +333,30 @@ def test_observation_without_a_grid_cell_is_not_tracked_and_steals_no_track():
     sliver[200, 300] = True
     ids = tracker.update([obs(sliver, embedding=mug), obs(box_mask(80, 48, size=48, shape=big), embedding=mug)], 0.2)
     assert ids == [0, 1]
+
+
+def test_assignment_prefers_better_pairs_to_more_pairs():
+    """Track A's object (cost 0.35) and a sliver inside A's mask that B cannot reach: a plain assignment with a
+    large cost for the inadmissible pair takes A-sliver + B-object (two matches, ids swapped); ``assign`` keeps
+    A-object and leaves B and the sliver unmatched."""
+    from scipy.optimize import linear_sum_assignment
+
+    from maskclip_ros.tracking.tracker import INADMISSIBLE_COST, assign
+    cost = np.array([[0.35, 0.80], [0.59, 0.99]])  # rows: tracks A, B; columns: A's object, the sliver
+    admissible = np.array([[True, True], [True, False]])
+    plain = linear_sum_assignment(np.where(admissible, cost, INADMISSIBLE_COST))
+    assert plain[1].tolist() == [1, 0]  # the swap this guards against
+    rows, cols = assign(cost, admissible, cost_limit=0.8)
+    assert rows.tolist() == [0] and cols.tolist() == [0]
+
+
+def test_assignment_takes_any_admissible_pair_alone_and_never_an_inadmissible_one():
+    from maskclip_ros.tracking.tracker import assign
+    rows, cols = assign(np.array([[0.8]]), np.array([[True]]), cost_limit=0.8)  # at the limit: still taken
+    assert rows.tolist() == [0] and cols.tolist() == [0]
+    rows, cols = assign(np.array([[0.1, 0.2]]), np.array([[False, False]]), cost_limit=0.8)
+    assert rows.size == 0 and cols.size == 0
+    rows, cols = assign(np.zeros((0, 3)), np.zeros((0, 3), bool), cost_limit=0.8)
+    assert rows.size == 0
+    rows, cols = assign(np.array([[0.5, 0.1], [0.1, 0.5]]), np.ones((2, 2), bool), cost_limit=0.8)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == [(0, 1), (1, 0)]

@@ -13,7 +13,8 @@ is measured in seconds from the stamps, not in frames). Per update:
    gate re-finds a lost track after an occlusion or a jump over skipped frames; containment (intersection
    over the smaller mask) follows an object growing into view from the border or shrinking behind an
    occluder, where IoU is low. Hungarian assignment (``scipy.optimize.linear_sum_assignment``) on
-   1 - similarity.
+   1 - similarity, with leaving a track or an observation unmatched priced at half the largest admissible
+   cost (``assign``): better pairs win over more pairs.
 3. Stage two: observations with ``low_score`` <= score < ``high_score`` against the tracks still unmatched
    that were matched in the previous update (not lost), on IoU >= ``second_stage_min_iou`` only: a partly
    occluded, low-confidence object keeps its track but never starts one. Lower scores are ignored.
@@ -56,6 +57,7 @@ from maskclip_ros.tracking.observations import Observation, ObservationFrame, ma
 __all__ = ["TrackInfo", "TrackState", "Tracker", "TrackerConfig"]
 
 INADMISSIBLE_COST = 1e6  # assignment cost of a pair that fails the gates (such a pair is never accepted)
+UNMATCHED_TIE_BREAK = 1e-6  # added to the unmatched cost, so a pair exactly at the cost limit is still taken
 MAX_WEIGHT = 10.0  # largest weight of a similarity term (only their ratios matter)
 
 
@@ -234,10 +236,9 @@ class Tracker:
             gates = (iou >= cfg.min_iou) | (cosine >= cfg.reid_similarity)
             gates |= tracked & (contained >= cfg.min_containment)
             admissible = gates & (similarity >= cfg.min_similarity)
-        cost = np.where(admissible, 1.0 - similarity, INADMISSIBLE_COST)
-        rows, cols = linear_sum_assignment(cost)
-        keep = admissible[rows, cols]
-        return [(tracks[r], int(columns[c])) for r, c in zip(rows[keep].tolist(), cols[keep].tolist())]
+        cost_limit = 1.0 if second_stage else 1.0 - cfg.min_similarity  # the largest admissible cost
+        rows, cols = assign(1.0 - similarity, admissible, cost_limit)
+        return [(tracks[r], int(columns[c])) for r, c in zip(rows.tolist(), cols.tolist())]
 
     def _similarity(self, tracks: list[_Track], frame: ObservationFrame, columns: np.ndarray,
                     stamp: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -323,6 +324,27 @@ class Tracker:
         if track.track_id == 0:
             track.track_id = next(self._ids)
         track.state = TrackState.CONFIRMED
+
+
+def assign(cost: np.ndarray, admissible: np.ndarray, cost_limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum-cost assignment of rows to columns where leaving a row or a column unmatched costs
+    ``cost_limit / 2`` (lapjv's ``cost_limit``, as ByteTrack matches): every admissible pair is worth taking on
+    its own, but two good pairs are not traded for more, worse ones (a plain assignment with a large cost for
+    inadmissible pairs maximises the number of matches first and swaps ids to get one more). Solved with
+    scipy on the (N + K) x (K + N) matrix [[cost, unmatched rows], [unmatched columns, 0]].
+    cost, admissible: (N, K). Returns the matched (rows, cols), admissible pairs only."""
+    n, k = cost.shape
+    half = cost_limit / 2.0 + UNMATCHED_TIE_BREAK
+    extended = np.full((n + k, k + n), INADMISSIBLE_COST)
+    extended[:n, :k] = np.where(admissible, cost, INADMISSIBLE_COST)
+    extended[:n, k:][np.diag_indices(n)] = half  # row r left unmatched
+    extended[n:, :k][np.diag_indices(k)] = half  # column c left unmatched
+    extended[n:, k:] = 0.0
+    rows, cols = linear_sum_assignment(extended)
+    keep = (rows < n) & (cols < k)
+    rows, cols = rows[keep], cols[keep]
+    keep = admissible[rows, cols]
+    return rows[keep], cols[keep]
 
 
 def _on_grid(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
