@@ -35,6 +35,7 @@ COMMANDS = {
     "bench": ("maskclip_ros.commands.bench", "all benchmarks: model, proposals, node, matmul peak; JSON + plot"),
     "bench-model": ("maskclip_ros.commands.bench_model", "latency of crop / tokens / rma modes"),
     "bench-backends": ("maskclip_ros.commands.bench_backends", "torch / openvino / onnxruntime x fp32 / bf16 side by side"),
+    "bench-tracking": ("maskclip_ros.commands.bench_tracking", "frame time with and without tracking + 3D, side by side"),
     "bench-proposals": ("maskclip_ros.commands.bench_proposals",
                         "ms per 640x480 frame and recall of each proposal backend"),
 }

@@ -27,3 +27,16 @@ def test_synthetic_depth_is_a_receding_plane():
     assert depth.dtype == np.uint16 and depth.shape == (48, 64)
     assert depth[0, 0] == DEPTH_RANGE_M[1] * 1000 and depth[-1, 0] == DEPTH_RANGE_M[0] * 1000
     assert (np.diff(depth[:, 0].astype(int)) < 0).all()
+
+
+def test_bench_tracking_command_writes_json(tmp_path, capsys):
+    import json
+
+    from maskclip_ros.cli import main
+    out = tmp_path / "tracking.json"
+    argv = ["bench-tracking", "--model", "maskclip-ros-tiny-vit16", "--masks", "6", "--width", "96", "--height", "64",
+            "--short-side", "64", "--repeats", "1", "--threads", "1", "--out", str(out)]
+    assert main(argv) == 0
+    results = json.loads(out.read_text())
+    assert results["masks"] == 6 and results["target_overhead"] == 0.05  # the default of config/commands.yaml
+    assert set(results["frame_s"]) == {"with", "without"} and "overhead" in capsys.readouterr().out

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from maskclip_ros.cli import COMMANDS
 from maskclip_ros.data import world
 
 # Runs maskclip_ros.cli.main(argv) in a fresh interpreter where importing any ROS package fails.
@@ -33,8 +34,17 @@ def run_without_ros(*argv: str, timeout: float = 300) -> subprocess.CompletedPro
     return subprocess.run([sys.executable, "-c", BLOCK_ROS, *argv], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "bench-model", "bench-proposals", "make-world", "train-clip",
-                                     "eval-clip", "bench", "train-proposals", "docs"])
+# Every library command (maskclip_ros.commands) and `docs` (it reads the parameter declarations, not rclpy).
+LIBRARY_COMMANDS = [name for name, (module, _) in COMMANDS.items()
+                    if module.startswith("maskclip_ros.commands.")] + ["docs"]
+
+
+def test_the_library_commands_are_the_ones_a_training_box_needs():
+    assert {"train", "eval", "train-clip", "eval-clip", "eval-tracking", "bench", "bench-model", "bench-backends",
+            "bench-proposals", "make-world", "train-proposals"} <= set(LIBRARY_COMMANDS)
+
+
+@pytest.mark.parametrize("command", LIBRARY_COMMANDS)
 def test_library_commands_help_without_ros(command):
     done = run_without_ros(command, "--help")
     assert done.returncode == 0, done.stderr[-2000:]

@@ -278,3 +278,15 @@ def test_sensor_frames_are_what_a_depth_camera_publishes(world_cfg):
     info = last.camera_info
     assert info["k"] == list(last.k) and info["p"][:3] == [fx, 0.0, cx] and info["d"] == [0.0] * 5
     assert (info["width"], info["height"]) == (last.width, last.height)
+
+
+def test_make_world_writes_sequences_when_asked(tmp_path):
+    """`maskclip-ros make-world --set make_world.num_sequences=N`: the sequence layout (depth, camera info)."""
+    from maskclip_ros.cli import main
+    sets = ["make_world.num_sequences=2", "make_world.seed=7", "sequences.frames=2", "world.width=192",
+            "world.height=144", "world.min_size=28", "world.max_size=44", "sequences.focal=156.0"]
+    assert main(["make-world", str(tmp_path), *(a for s in sets for a in ("--set", s))]) == 0
+    recorded = S.read_sequences(tmp_path, "val")
+    assert sorted(recorded) == [0, 1] and all(len(frames) == 2 for frames in recorded.values())
+    rec = recorded[0][1]
+    assert rec.depth.shape == (144, 192) and rec.camera["fx"] == 156.0 and rec.frame_index == 1

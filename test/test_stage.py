@@ -248,3 +248,4 @@ def test_labelled_cloud():
     assert (cloud.class_index[unlabelled] == -1).all() and unlabelled.any()
     u, v, z = cloud.cols[0], cloud.rows[0], cloud.points[0, 2]
     assert cloud.points[0, 0] == pytest.approx((u - CAMERA.cx) * z / F)
+    assert cloud.points[0, 1] == pytest.approx((v - CAMERA.cy) * z / F)

@@ -18,9 +18,8 @@ EMBED_DIM = 32
 def make_config(**changes) -> TrackerConfig:
     values = dict(enabled=True, high_score=0.5, low_score=0.1, iou_weight=0.5, class_weight=0.2,
                   embedding_weight=0.3, min_iou=0.2, min_containment=1.0, reid_similarity=0.85, min_similarity=0.3,
-                  second_stage_min_iou=0.3, confirm_hits=2, border_confirm_hits=1, max_age_s=2.0,
-                  embedding_momentum=0.8, velocity_momentum=0.5, occluded_area_ratio=0.5, occluded_containment=0.8,
-                  mask_long_side=80)
+                  second_stage_min_iou=0.3, confirm_hits=2, max_age_s=2.0, embedding_momentum=0.8,
+                  velocity_momentum=0.5, occluded_area_ratio=0.5, occluded_containment=0.8, mask_long_side=80)
     return TrackerConfig(**{**values, **changes})
 
 
@@ -336,10 +335,28 @@ def test_observation_without_a_grid_cell_is_not_tracked_and_steals_no_track():
     assert ids == [0, 1]
 
 
-def test_a_track_born_at_the_border_waits_for_border_confirm_hits():
-    tracker = Tracker(config=make_config(confirm_hits=1, border_confirm_hits=2))
-    width = GRID[1]
-    frames = [[obs(box_mask(20, width - 6 - 4 * i)), obs(box_mask(40, 20 + i))] for i in range(3)]
-    assert run(tracker, frames) == [[0, 1], [2, 1], [2, 1]]  # the entering box gets its id at its 2nd match
-    with pytest.raises(ValueError, match="border_confirm_hits"):
-        make_config(border_confirm_hits=0)
+def test_assignment_prefers_better_pairs_to_more_pairs():
+    """Track A's object (cost 0.35) and a sliver inside A's mask that B cannot reach: a plain assignment with a
+    large cost for the inadmissible pair takes A-sliver + B-object (two matches, ids swapped); ``assign`` keeps
+    A-object and leaves B and the sliver unmatched."""
+    from scipy.optimize import linear_sum_assignment
+
+    from maskclip_ros.tracking.tracker import INADMISSIBLE_COST, assign
+    cost = np.array([[0.35, 0.80], [0.59, 0.99]])  # rows: tracks A, B; columns: A's object, the sliver
+    admissible = np.array([[True, True], [True, False]])
+    plain = linear_sum_assignment(np.where(admissible, cost, INADMISSIBLE_COST))
+    assert plain[1].tolist() == [1, 0]  # the swap this guards against
+    rows, cols = assign(cost, admissible, cost_limit=0.8)
+    assert rows.tolist() == [0] and cols.tolist() == [0]
+
+
+def test_assignment_takes_any_admissible_pair_alone_and_never_an_inadmissible_one():
+    from maskclip_ros.tracking.tracker import assign
+    rows, cols = assign(np.array([[0.8]]), np.array([[True]]), cost_limit=0.8)  # at the limit: still taken
+    assert rows.tolist() == [0] and cols.tolist() == [0]
+    rows, cols = assign(np.array([[0.1, 0.2]]), np.array([[False, False]]), cost_limit=0.8)
+    assert rows.size == 0 and cols.size == 0
+    rows, cols = assign(np.zeros((0, 3)), np.zeros((0, 3), bool), cost_limit=0.8)
+    assert rows.size == 0
+    rows, cols = assign(np.array([[0.5, 0.1], [0.1, 0.5]]), np.ones((2, 2), bool), cost_limit=0.8)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == [(0, 1), (1, 0)]

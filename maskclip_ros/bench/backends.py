@@ -293,7 +293,7 @@ def memory_probe(opts: BackendsBench, model: str, mode: str, variant: str, cache
     """In this process: build one backend, then one forward pass at the largest M; peak RSS growth in MB."""
     import torch
 
-    from maskclip_ros.bench.model import _reset_peak_rss, _status_mb
+    from maskclip_ros.bench.model import reset_peak_rss, status_mb
     from maskclip_ros.model.factory import build_clip
     from maskclip_ros.proposals.common import scaled_size
 
@@ -307,11 +307,11 @@ def memory_probe(opts: BackendsBench, model: str, mode: str, variant: str, cache
     backend, precision = variant.split()
     runners, _ = build_runners(maskclip, [(backend, precision)], cfg, cache_dir, frame, mask_size, threads)
     image, masks = synthetic_frame(*frame, opts.seed), ellipse_masks(max(opts.masks), *mask_size, opts.seed)
-    before = _status_mb("VmRSS")
-    if not _reset_peak_rss():
+    before = status_mb("VmRSS")
+    if not reset_peak_rss():
         return {"error": "cannot reset the peak RSS mark (/proc/self/clear_refs)"}
     seconds = time_forward(runners[variant], image, masks)
-    peak = _status_mb("VmHWM")
+    peak = status_mb("VmHWM")
     return {"masks": max(opts.masks), "rss_before_mb": before, "peak_rss_mb": peak,
             "forward_growth_mb": peak - before, "seconds": seconds}
 

@@ -203,17 +203,17 @@ def memory_probe(opts: ModelBench, mode: str) -> dict:
     models = _build_models(opts, modes=(mode,))
     image = synthetic_frame(opts.height, opts.width, opts.seed)
     masks = ellipse_masks(max(opts.masks), opts.height, opts.width, opts.seed)
-    before = _status_mb("VmRSS")
-    reset = _reset_peak_rss()
-    max_before = _status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    before = status_mb("VmRSS")
+    reset = reset_peak_rss()
+    max_before = status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     seconds = time_forward(models[mode], image, masks)
-    peak = _status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    peak = status_mb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return {"masks": max(opts.masks), "rss_before_mb": before, "peak_rss_mb": peak,
             "forward_growth_mb": peak - (before if reset else max_before), "seconds": seconds,
             "method": "VmHWM reset via /proc/self/clear_refs" if reset else "ru_maxrss growth"}
 
 
-def _reset_peak_rss() -> bool:
+def reset_peak_rss() -> bool:
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -221,7 +221,7 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _status_mb(key: str) -> float:
+def status_mb(key: str) -> float:
     """A memory line of /proc/self/status (kB) in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(key + ":"):

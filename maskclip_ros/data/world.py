@@ -70,6 +70,7 @@ class WorldConfig:
 class MakeWorldConfig:
     """The ``make_world`` section of config/world.yaml (`maskclip-ros make-world`)."""
     num_images: int        # scenes written
+    num_sequences: int     # > 0: write this many moving sequences with depth (data.sequences) instead of scenes
     seed: int              # world seed
     split: str             # split name (directory and JSON names)
 

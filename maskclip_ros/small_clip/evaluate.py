@@ -61,6 +61,14 @@ def evaluate_tower(tower, segmenter_cfg: SegmenterConfig, *, num_scenes: int, se
     return out
 
 
+def _window_sample(scene, seg: dict, max_window: int, grid, p: int):
+    """A thing's bbox window or a stuff segment's whole region (only its patches seen), at native scale."""
+    if seg["isthing"]:
+        return cut(scene.image, thing_window(seg, max_window, grid, p), p)
+    window, keep = region_window(scene.panoptic, seg["id"], grid, p)
+    return cut(scene.image, window, p, keep)
+
+
 def _region_encoder(mode: str, tower, maskclip_cfg: MaskCLIPConfig, max_window: int):
     """A function scene -> (S, E) L2-normalised embeddings of the scene's ground-truth segments."""
     import torch
@@ -70,9 +78,7 @@ def _region_encoder(mode: str, tower, maskclip_cfg: MaskCLIPConfig, max_window: 
         p, grid = tower.patch_size, tower.native_grid
 
         def window(scene):
-            samples = [cut(scene.image, thing_window(s, max_window, grid, p), p) if s["isthing"]
-                       else cut(scene.image, *region_window(scene.panoptic, s["id"], grid, p), p)
-                       for s in scene.segments]
+            samples = [_window_sample(scene, s, max_window, grid, p) for s in scene.segments]
             return torch.nn.functional.normalize(encode_samples(tower.clip, samples, max_window).float(), dim=-1)
         return window
     cfg = dataclasses.replace(maskclip_cfg, mode=mode.removesuffix("_core"), rma_checkpoint="")

@@ -13,7 +13,8 @@ is measured in seconds from the stamps, not in frames). Per update:
    gate re-finds a lost track after an occlusion or a jump over skipped frames; containment (intersection
    over the smaller mask) follows an object growing into view from the border or shrinking behind an
    occluder, where IoU is low. Hungarian assignment (``scipy.optimize.linear_sum_assignment``) on
-   1 - similarity.
+   1 - similarity, with leaving a track or an observation unmatched priced at half the largest admissible
+   cost (``assign``): better pairs win over more pairs.
 3. Stage two: observations with ``low_score`` <= score < ``high_score`` against the tracks still unmatched
    that were matched in the previous update (not lost), on IoU >= ``second_stage_min_iou`` only: a partly
    occluded, low-confidence object keeps its track but never starts one. Lower scores are ignored.
@@ -30,11 +31,9 @@ match that covers much less than its track's predicted mask and lies inside it (
 and its velocity, so it is found again when the object re-emerges; an observation outside the prediction
 re-anchors the track.
 
-Ids: a track gets its id when confirmed (``confirm_hits`` matches in a row, ``border_confirm_hits`` for a
-track whose first mask touches the image border: an object still entering the view, whose next sighting is
-larger and elsewhere; a tentative track that misses an update is dropped), so tentative tracks return 0 and
-the numbering has no gaps from short-lived candidates. Ids are positive and never reused within a Tracker's
-life, ``reset()`` included.
+Ids: a track gets its id when confirmed (``confirm_hits`` matches in a row; a tentative track that misses
+an update is dropped), so tentative tracks return 0 and the numbering has no gaps from short-lived
+candidates. Ids are positive and never reused within a Tracker's life, ``reset()`` included.
 
 Why our own and not a library: ``trackers`` (Roboflow, Apache-2.0) ByteTrackTracker takes supervision
 ``Detections``, associates by box IoU after a Kalman box prediction, counts the lost buffer in frames at a
@@ -58,6 +57,7 @@ from maskclip_ros.tracking.observations import Observation, ObservationFrame, ma
 __all__ = ["TrackInfo", "TrackState", "Tracker", "TrackerConfig"]
 
 INADMISSIBLE_COST = 1e6  # assignment cost of a pair that fails the gates (such a pair is never accepted)
+UNMATCHED_TIE_BREAK = 1e-6  # added to the unmatched cost, so a pair exactly at the cost limit is still taken
 MAX_WEIGHT = 10.0  # largest weight of a similarity term (only their ratios matter)
 
 
@@ -85,7 +85,6 @@ class TrackerConfig:
     min_similarity: float  # [0, 1] ... and at least this weighted similarity
     second_stage_min_iou: float  # [0, 1] least IoU for a low-score observation to continue a track
     confirm_hits: int  # [1, 1000] matches in a row before a track is confirmed and gets its id (1 = at once)
-    border_confirm_hits: int  # [1, 1000] the same for a track whose first mask touches the image border
     max_age_s: float  # [0, 3600] seconds a lost track is kept for re-identification
     embedding_momentum: float  # [0, 1] share of the old embedding when a match updates it (0 = replace)
     velocity_momentum: float  # [0, 1] share of the old velocity when a match updates it (1 = no motion model)
@@ -108,7 +107,6 @@ class TrackerConfig:
             raise ValueError("tracking.iou_weight + tracking.class_weight must be > 0 (pairs without embeddings "
                              f"need a similarity), got {self.iou_weight} + {self.class_weight}")
         _check_range("confirm_hits", self.confirm_hits, 1, 1000, integer=True)
-        _check_range("border_confirm_hits", self.border_confirm_hits, 1, 1000, integer=True)
         _check_range("max_age_s", self.max_age_s, 0.0, 3600.0)
         _check_range("mask_long_side", self.mask_long_side, 8, 1024, integer=True)
 
@@ -150,7 +148,6 @@ class _Track:
     hits: int
     first_seen_s: float
     last_seen_s: float
-    born_at_border: bool  # the first mask touched the grid's border (an object entering the view)
 
     def info(self) -> TrackInfo:
         return TrackInfo(track_id=self.track_id, state=self.state, class_name=self.class_name, score=self.score,
@@ -239,10 +236,9 @@ class Tracker:
             gates = (iou >= cfg.min_iou) | (cosine >= cfg.reid_similarity)
             gates |= tracked & (contained >= cfg.min_containment)
             admissible = gates & (similarity >= cfg.min_similarity)
-        cost = np.where(admissible, 1.0 - similarity, INADMISSIBLE_COST)
-        rows, cols = linear_sum_assignment(cost)
-        keep = admissible[rows, cols]
-        return [(tracks[r], int(columns[c])) for r, c in zip(rows[keep].tolist(), cols[keep].tolist())]
+        cost_limit = 1.0 if second_stage else 1.0 - cfg.min_similarity  # the largest admissible cost
+        rows, cols = assign(1.0 - similarity, admissible, cost_limit)
+        return [(tracks[r], int(columns[c])) for r, c in zip(rows.tolist(), cols.tolist())]
 
     def _similarity(self, tracks: list[_Track], frame: ObservationFrame, columns: np.ndarray,
                     stamp: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -283,7 +279,7 @@ class Tracker:
         track.class_name, track.score, track.bbox = observation.class_name, float(observation.score), observation.bbox
         track.hits += 1
         track.last_seen_s = stamp
-        if track.state is TrackState.LOST or track.hits >= self._needed_hits(track):
+        if track.state is TrackState.LOST or track.hits >= cfg.confirm_hits:
             self._confirm(track)
 
     def _move(self, track: _Track, frame: ObservationFrame, k: int, stamp: float) -> None:
@@ -318,16 +314,11 @@ class Tracker:
                        centroid=frame.centroids[k].copy(), velocity=np.zeros(2),
                        embedding=frame.embeddings[k].copy() if frame.has_embedding[k] else None,
                        class_name=observation.class_name, score=float(observation.score), bbox=observation.bbox,
-                       hits=1, first_seen_s=stamp, last_seen_s=stamp,
-                       born_at_border=_touches_border(frame.masks[k]))
-        if self._needed_hits(track) <= 1:
+                       hits=1, first_seen_s=stamp, last_seen_s=stamp)
+        if self._config.confirm_hits <= 1:
             self._confirm(track)
         self._tracks.append(track)
         return track
-
-    def _needed_hits(self, track: _Track) -> int:
-        cfg = self._config
-        return max(cfg.confirm_hits, cfg.border_confirm_hits) if track.born_at_border else cfg.confirm_hits
 
     def _confirm(self, track: _Track) -> None:
         if track.track_id == 0:
@@ -335,9 +326,25 @@ class Tracker:
         track.state = TrackState.CONFIRMED
 
 
-def _touches_border(mask: np.ndarray) -> bool:
-    """Whether an (h, w) mask has a cell in its first or last row or column."""
-    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+def assign(cost: np.ndarray, admissible: np.ndarray, cost_limit: float) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum-cost assignment of rows to columns where leaving a row or a column unmatched costs
+    ``cost_limit / 2`` (lapjv's ``cost_limit``, as ByteTrack matches): every admissible pair is worth taking on
+    its own, but two good pairs are not traded for more, worse ones (a plain assignment with a large cost for
+    inadmissible pairs maximises the number of matches first and swaps ids to get one more). Solved with
+    scipy on the (N + K) x (K + N) matrix [[cost, unmatched rows], [unmatched columns, 0]].
+    cost, admissible: (N, K). Returns the matched (rows, cols), admissible pairs only."""
+    n, k = cost.shape
+    half = cost_limit / 2.0 + UNMATCHED_TIE_BREAK
+    extended = np.full((n + k, k + n), INADMISSIBLE_COST)
+    extended[:n, :k] = np.where(admissible, cost, INADMISSIBLE_COST)
+    extended[:n, k:][np.diag_indices(n)] = half  # row r left unmatched
+    extended[n:, :k][np.diag_indices(k)] = half  # column c left unmatched
+    extended[n:, k:] = 0.0
+    rows, cols = linear_sum_assignment(extended)
+    keep = (rows < n) & (cols < k)
+    rows, cols = rows[keep], cols[keep]
+    keep = admissible[rows, cols]
+    return rows[keep], cols[keep]
 
 
 def _on_grid(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
