@@ -112,7 +112,8 @@ def _fixed_batch_loss(model, tokenizer) -> float:
     import open_clip
     pool = sp.ScenePool(99, 3, world.default_world_config(), progress=False)  # scenes the run never saw
     tc = train_config()
-    samples, texts = sp.crop_batch(pool, tc, ["a photo of a {}."], np.random.default_rng(5), (30, 40), 16)
+    batch = sp.crop_batch(pool, tc, ["a photo of a {}."], np.random.default_rng(5), (30, 40), 16)
+    samples, texts = batch.samples, batch.texts
     with torch.no_grad():
         img = torch.nn.functional.normalize(ct.encode_samples(model, samples, tc.max_window), dim=-1)
         txt = model.encode_text(tokenizer(texts), normalize=True)
@@ -166,7 +167,22 @@ COMMITTED = {
            ("tokens", "thing_colour"): 0.9,            # 1.00
            ("tokens", "stuff"): 0.35,                  # 0.43
            ("tokens", "things"): 0.2},                 # 0.25
+    "clip/maskclip-ros-tiny-vit16-tokens.pt": {        # the mask-token recipe (config/small_clip_tokens.yaml)
+           ("window", "things"): 0.6,                  # 0.68
+           ("window", "stuff"): 0.95,                  # 1.00
+           ("tokens", "thing_colour"): 0.9,            # 1.00
+           ("tokens", "stuff"): 0.95,                  # 1.00
+           ("tokens", "things"): 0.5},                 # 0.57
 }
+
+
+def test_mask_token_recipe_file_turns_the_recipe_on():
+    tc = config.load_one(SmallClipTrainConfig, CONFIG_FILE, config.resource("config", "small_clip_tokens.yaml"),
+                         section="train_clip")
+    assert tc.multi_positive and tc.token_scenes == 2 and tc.dense_weight > 0 and tc.monitor_every > 0
+    assert config.asset(tc.init.split("assets/", 1)[1]).is_file()
+    plain = train_config()
+    assert not plain.multi_positive and plain.token_scenes == 0  # the committed checkpoints' recipe by default
 
 
 @pytest.mark.slow
@@ -183,3 +199,35 @@ def test_committed_clip_recognises_generated_regions(checkpoint):
                            modes=("window", "tokens"), progress=False)
     for (mode, metric), threshold in COMMITTED[checkpoint].items():
         assert result[mode][metric]["accuracy"] >= threshold, (mode, metric)
+
+
+def test_multi_positive_loss_is_clip_loss_with_one_positive_and_soft_cross_entropy_with_several():
+    import open_clip
+
+    from maskclip_ros.small_clip.losses import multi_positive_loss
+    torch.manual_seed(3)
+    img = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    txt = torch.nn.functional.normalize(torch.randn(5, 8), dim=-1)
+    txt[1] = txt[0]  # captions 0 and 1 are the same text, true of samples 0 and 1
+    scale = torch.tensor(10.0)
+    eye = torch.eye(5, dtype=torch.bool)
+    assert torch.isclose(multi_positive_loss(img, txt, eye, scale), open_clip.loss.ClipLoss()(img, txt, scale))
+    both = eye.clone()
+    both[0, 1] = both[1, 0] = True
+    logits, target = scale * img @ txt.T, both.float()
+    expected = (torch.nn.functional.cross_entropy(logits, target / target.sum(1, keepdim=True))
+                + torch.nn.functional.cross_entropy(logits.T, (target / target.sum(0, keepdim=True)).T)) / 2
+    assert torch.isclose(multi_positive_loss(img, txt, both, scale), expected)
+
+
+def test_training_resumes_from_its_state(tmp_path):
+    """Two steps, then the same run asked for four continues at step 3 (state file) instead of restarting."""
+    out = tmp_path / "clip.pt"
+    argv = ["train-clip", "--out", str(out), "--no-progress", "--set", "train_clip.pool_scenes=3",
+            "--set", "train_clip.save_every=2", "--set", "train_clip.monitor_every=0", "--set", "train_clip.token_scenes=1",
+            "--set", "train_clip.scene_every=0", "--set", "train_clip.warmup_steps=1"]
+    assert main([*argv, "--set", "train_clip.steps=2"]) == 0
+    assert out.with_suffix(".state.pt").is_file() and out.with_suffix(".png").is_file()
+    assert main([*argv, "--set", "train_clip.steps=4"]) == 0
+    steps = [r["step"] for r in json.loads(out.with_suffix(".json").read_text())["losses"]]
+    assert steps == [1, 2, 3, 4]

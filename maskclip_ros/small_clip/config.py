@@ -30,6 +30,15 @@ class SmallClipTrainConfig:
     save_every: int         # checkpoint period (steps)
     threads: int            # torch CPU threads
     bf16: bool              # bf16 autocast
+    multi_positive: bool    # every caption true of a sample is its positive (no false negatives)
+    token_scenes: int       # scenes per step whose segments go through MaskCLIP mask tokens (0 = off)
+    token_weight: float     # weight of the mask-token contrastive loss
+    dense_weight: float     # weight of the dense patch loss on the mask-token scenes (0 = off)
+    window_dense_weight: float  # weight of the dense patch loss on the window batch (0 = off)
+    monitor_every: int      # steps between quick held-out accuracy checks (0 = never)
+    monitor_scenes: int     # scenes of each check
+    monitor_seed: int       # world seed of the checks (not eval_clip.seed)
+    resume: bool            # continue from <out>.state.pt when it exists
 
 
 @dataclass(frozen=True)

@@ -31,14 +31,22 @@ def evaluate_clip(segmenter_cfg: SegmenterConfig, *, num_scenes: int, seed: int,
     half of (Eq. 1 opens every patch a mask touches, so a stuff mask also sees the border patches of
     every thing standing on it). Returns {"scenes", "regions", mode: metrics}.
     """
-    import torch
-    from tqdm import tqdm
-
     from maskclip_ros.model.factory import build_clip
     unknown = [m for m in modes if m not in EVAL_MODES]
     if unknown:
         raise ValueError(f"unknown eval modes {unknown}; use {EVAL_MODES}")
     tower = build_clip(segmenter_cfg.clip)
+    result = evaluate_tower(tower, segmenter_cfg, num_scenes=num_scenes, seed=seed, max_window=max_window,
+                            modes=modes, progress=progress)
+    return {**result, "checkpoint": segmenter_cfg.clip.checkpoint}
+
+
+def evaluate_tower(tower, segmenter_cfg: SegmenterConfig, *, num_scenes: int, seed: int, max_window: int,
+                   modes: Sequence[str], progress: bool = False) -> dict:
+    """evaluate_clip on a given ClipTower (e.g. the model being trained; the caller sets eval mode),
+    prompts and MaskCLIP settings from ``segmenter_cfg``. Returns {"scenes", "seed", "regions", mode: metrics}."""
+    import torch
+    from tqdm import tqdm
     text = EvalText.build(tower, segmenter_cfg.vocabulary.prompt_templates,
                           segmenter_cfg.vocabulary.embedding_cache_size)
     encoders = {m: _region_encoder(m, tower, segmenter_cfg.maskclip, max_window) for m in modes}
@@ -48,8 +56,7 @@ def evaluate_clip(segmenter_cfg: SegmenterConfig, *, num_scenes: int, seed: int,
             scene = world.generate_scene(seed, index)
             for mode, encode in encoders.items():
                 records[mode] += text.predict(encode(scene), scene.segments, tower.logit_scale)  # (S, E) in
-    out = {"scenes": num_scenes, "seed": seed, "checkpoint": segmenter_cfg.clip.checkpoint,
-           "regions": len(records[modes[0]]) if modes else 0}
+    out = {"scenes": num_scenes, "seed": seed, "regions": len(records[modes[0]]) if modes else 0}
     out.update({m: summarise(r) for m, r in records.items()})
     return out
 

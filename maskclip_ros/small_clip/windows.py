@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from maskclip_ros.data import world
+
 # A region "covers" a patch when at least this fraction of the patch's pixels belong to it.
 HALF_COVER = 0.5
 # Random windows tried for a pure-enough stuff window; the window shrinks by one patch every this many tries.
@@ -17,14 +19,15 @@ STUFF_WINDOW_TRIES = 20
 STUFF_SHRINK_EVERY = 4
 
 
-def encode_windows(visual, crops, windows, keep=None):
+def encode_windows(visual, crops, windows, keep=None, with_patches: bool = False):
     """Encode crops that are windows of the model's native patch grid, without rescaling.
 
     visual: open_clip VisionTransformer (pool 'tok'); crops: (B, 3, Gh*p, Gw*p) normalised pixels, each
     crop's content in the top-left (gh*p, gw*p) corner; windows: (B, 4) long (row0, col0, gh, gw) in
     patches of the full frame; keep: optional (B, Gh, Gw) bool, the patches the class token and the
     patches may attend to (default: the window's gh x gw rectangle; padding is always dropped).
-    Returns (B, E) image embeddings (not normalised).
+    Returns (B, E) image embeddings (not normalised); with_patches: also the patch tokens' read-outs
+    (B, Gh*Gw, E) (not normalised; used by the dense loss).
     """
     import torch
     b, p = crops.shape[0], visual.patch_size[0]
@@ -49,8 +52,10 @@ def encode_windows(visual, crops, windows, keep=None):
     mask = torch.zeros(valid.shape, dtype=x.dtype, device=x.device).masked_fill(~valid, float("-inf"))
     mask = mask[:, None, None, :].expand(b, heads, length, length)  # (B, heads, L, L)
     x = visual.transformer(x, attn_mask=mask.reshape(b * heads, length, length))
-    pooled, _ = visual._pool(x)
-    return pooled @ visual.proj if visual.proj is not None else pooled
+    pooled, tokens = visual._pool(x)  # (B, D), (B, Gh*Gw, D)
+    if visual.proj is not None:
+        pooled, tokens = pooled @ visual.proj, tokens @ visual.proj
+    return (pooled, tokens) if with_patches else pooled
 
 
 def thing_window(seg: dict, g: int, grid: tuple[int, int], p: int, margins=(0, 0, 0, 0)):
@@ -111,41 +116,83 @@ def normalise(images: np.ndarray, model):
 @dataclass(frozen=True)
 class WindowSample:
     """One training/eval image: pixels (gh*p, gw*p, 3) uint8 cut from a frame at native scale, its
-    window (row0, col0, gh, gw) in the frame's patch grid, keep (gh, gw) bool patches that are seen."""
+    window (row0, col0, gh, gw) in the frame's patch grid, keep (gh, gw) bool patches that are seen, and
+    labels (gh, gw) int64 category index per seen patch for the dense loss (-1 = none) or None."""
     pixels: np.ndarray
     window: tuple
     keep: np.ndarray
+    labels: np.ndarray | None = None
 
 
-def cut(image: np.ndarray, window, p: int, keep=None) -> WindowSample:
-    """The window's pixels of a frame (a copy) as a WindowSample (keep defaults to all patches)."""
+def cut(image: np.ndarray, window, p: int, keep=None, scene=None) -> WindowSample:
+    """The window's pixels of a frame (a copy) as a WindowSample (keep defaults to all patches); with
+    ``scene`` (a world.Scene), also the seen patches' category labels (patch_labels)."""
     r0, c0, gh, gw = (int(v) for v in window)
     pixels = image[r0 * p:(r0 + gh) * p, c0 * p:(c0 + gw) * p].copy()
-    return WindowSample(pixels, (r0, c0, gh, gw), np.ones((gh, gw), bool) if keep is None else keep)
+    keep = np.ones((gh, gw), bool) if keep is None else keep
+    labels = None
+    if scene is not None:
+        panoptic = scene.panoptic[r0 * p:(r0 + gh) * p, c0 * p:(c0 + gw) * p]
+        labels = np.where(keep, patch_labels(panoptic, scene.segments, p).reshape(gh, gw), -1)
+    return WindowSample(pixels, (r0, c0, gh, gw), keep, labels)
 
-def encode_samples(model, samples: list[WindowSample], bucket_max: int):
-    """Embeddings (B, E) of window samples, in order (not normalised). Samples are grouped by size (even
-    square buckets for sides up to ``bucket_max`` patches, one group for larger ones) and padded within a
-    group; padding is masked out, so grouping changes only the cost (up to float rounding)."""
-    import torch
-    p = model.visual.patch_size[0]
-    groups: dict = {}
+
+def category_index() -> dict[int, int]:
+    """World category id -> its row in world.categories() (the dense loss's class index)."""
+    return {c["id"]: i for i, c in enumerate(world.categories())}
+
+
+def patch_labels(panoptic: np.ndarray, segments: list[dict], p: int) -> np.ndarray:
+    """(gh*gw,) int64: category index (category_index) of the segment covering each p x p patch of a
+    panoptic id map (H, W) at least half, -1 where none does (row-major)."""
+    gh, gw = panoptic.shape[0] // p, panoptic.shape[1] // p
+    ids = np.asarray([s["id"] for s in segments])
+    cells = panoptic[:gh * p, :gw * p].reshape(gh, p, gw, p)
+    frac = (cells[None] == ids[:, None, None, None, None]).mean((2, 4)).reshape(len(ids), -1)  # (S, N)
+    index = category_index()
+    classes = np.asarray([index[s["category_id"]] for s in segments], np.int64)
+    return np.where(frac.max(0) >= HALF_COVER, classes[frac.argmax(0)], -1)
+
+def _size_groups(samples: list[WindowSample], bucket_max: int) -> dict[int, list[int]]:
+    """Sample indices by canvas size: even square sides up to ``bucket_max`` patches, -1 for larger ones."""
+    groups: dict[int, list[int]] = {}
     for i, sample in enumerate(samples):
         side = max(sample.window[2:])
-        key = side + side % 2 if side <= bucket_max else -1
-        groups.setdefault(key, []).append(i)
+        groups.setdefault(side + side % 2 if side <= bucket_max else -1, []).append(i)
+    return groups
+
+
+def encode_samples(model, samples: list[WindowSample], bucket_max: int, with_patches: bool = False):
+    """Embeddings (B, E) of window samples, in order (not normalised). Samples are grouped by size
+    (_size_groups) and padded within a group; padding is masked out, so grouping changes only the cost
+    (up to float rounding). with_patches: also the labelled patches' read-outs (K, E) (not normalised)
+    and their labels (K,) int64 (samples need labels: cut(..., scene=...))."""
+    import torch
+    p = model.visual.patch_size[0]
     out = [None] * len(samples)
-    for key, idx in groups.items():
+    patch_emb, patch_lab = [], []
+    for key, idx in _size_groups(samples, bucket_max).items():
         gh = max(samples[i].window[2] for i in idx) if key < 0 else key
         gw = max(samples[i].window[3] for i in idx) if key < 0 else key
         canvas = np.zeros((len(idx), gh * p, gw * p, 3), np.uint8)
         keep = np.zeros((len(idx), gh, gw), bool)
+        labels = np.full((len(idx), gh, gw), -1, np.int64)
         for j, i in enumerate(idx):
             h, w = samples[i].window[2:]
             canvas[j, :h * p, :w * p] = samples[i].pixels
             keep[j, :h, :w] = samples[i].keep
+            if with_patches:
+                labels[j, :h, :w] = samples[i].labels
         windows = torch.tensor([samples[i].window for i in idx], dtype=torch.long)
-        emb = encode_windows(model.visual, normalise(canvas, model), windows, torch.from_numpy(keep))
+        result = encode_windows(model.visual, normalise(canvas, model), windows, torch.from_numpy(keep),
+                                with_patches=with_patches)
+        emb = result[0] if with_patches else result
+        if with_patches:
+            flat = torch.from_numpy(labels.reshape(-1))
+            patch_emb.append(result[1].reshape(-1, result[1].shape[-1])[flat >= 0])
+            patch_lab.append(flat[flat >= 0])
         for i, e in zip(idx, emb):
             out[i] = e
+    if with_patches:
+        return torch.stack(out), torch.cat(patch_emb), torch.cat(patch_lab)
     return torch.stack(out)
