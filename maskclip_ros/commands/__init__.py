@@ -55,3 +55,25 @@ def add_dataset_arguments(parser: argparse.ArgumentParser, split: str) -> None:
     parser.add_argument("--layout", default="world", choices=("world", "coco", "ade20k"),
                         help="directory layout of --data (default: world)")
     parser.add_argument("--split", default=split, help=f"dataset split (default: {split})")
+
+
+def add_model_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """The synthetic-frame options of the model benchmarks (bench-model, bench-tracking): model, frame size,
+    CLIP input size, repeats, threads, device, seed."""
+    parser.add_argument("--model", help="open_clip model name (random init)")
+    parser.add_argument("--width", type=int, help="frame width in pixels")
+    parser.add_argument("--height", type=int, help="frame height in pixels")
+    parser.add_argument("--short-side", type=int, default=0, help="CLIP input short side (0 = the params')")
+    parser.add_argument("--repeats", type=int, help="timed runs per variant (medians reported)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (0 = all of the machine's)")
+    parser.add_argument("--device", help="cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, help="seeds the frame, the proposals and the random weights")
+
+
+def model_bench_options(args: argparse.Namespace, *, masks: tuple[int, ...], memory: bool, targets: dict):
+    """The bench.model.ModelBench of parsed add_model_bench_arguments + add_config_arguments options."""
+    from maskclip_ros.bench.model import ModelBench
+    return ModelBench(model=args.model, masks=masks, width=args.width, height=args.height,
+                      short_side=args.short_side, repeats=args.repeats, threads=args.threads, device=args.device,
+                      seed=args.seed, memory=memory, params_files=tuple(args.params_files), sets=tuple(args.sets),
+                      targets=targets)
