@@ -47,13 +47,6 @@ def lr_at(step: int, tc: SmallClipTrainConfig, elapsed: float = 0.0) -> float:
     return 0.5 * tc.lr * (1 + math.cos(math.pi * progress))
 
 
-def bf16_supported() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); elsewhere autocast would emulate it."""
-    import torch
-    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
-                or getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
-
-
 def init_run_summary(init: str) -> dict | None:
     """The run a warm start continues (from the metadata json beside its checkpoint), without its loss log
     and monitor, so a checkpoint's metadata holds its whole chain of reproduce commands."""
@@ -186,9 +179,11 @@ def _start(tc: SmallClipTrainConfig, wcfg: world.WorldConfig, templates, progres
     """Seeds, model, tower, optimizer and scene pool of a run."""
     import open_clip
     import torch
+
+    from maskclip_ros.model.runtimes import cpu_supports_bf16
     torch.manual_seed(tc.seed)
     torch.set_num_threads(tc.threads)
-    bf16 = bool(tc.bf16) and bf16_supported()
+    bf16 = bool(tc.bf16) and cpu_supports_bf16()
     if tc.bf16 and not bf16:
         LOG.warning("train_clip.bf16: this CPU has no native bf16 (AVX512-BF16/AMX): training in fp32")
     model = create_training_model(tc)
