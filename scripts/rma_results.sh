@@ -3,11 +3,11 @@
 # the generated world, on CPU. Usage: scripts/rma_results.sh [OUT_DIR]   (default: out/rma)
 #
 # Steps: write the training world (seed 11) and the held-out world (seed 12; the small CLIP trained on
-# seed 0, eval-clip uses seed 1000), train RMA three times (default layers, last layer only, no mask
+# seeds 0 and 1, eval-clip uses seed 1000), train RMA three times (default layers, last layer only, no mask
 # refinement; same steps each), then evaluate crop / tokens / rma and the two ablations with ground-truth
 # masks and with `regions` proposals. Training steps and the number of held-out images are the
-# environment variables STEPS and IMAGES; CLIP picks the CLIP asset (default: the first small CLIP;
-# CLIP=clip/maskclip-ros-tiny-vit16-regions.pt reproduces rma/maskclip-ros-tiny-vit16-regions-rma.pt).
+# environment variables STEPS and IMAGES; CLIP picks the CLIP (default: the committed small CLIP, whose
+# RMA checkpoint is rma/maskclip-ros-tiny-vit16-rma.pt = OUT_DIR/rma_default/rma.pt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-out/rma}
