@@ -18,7 +18,7 @@ MIN_BOX = 0.01
 
 
 def make_config(**changes) -> GeometryConfig:
-    values = dict(enabled=True, stamp_tolerance_s=0.02, queue=10, publish_cloud=False, cloud_stride=2,
+    values = dict(enabled=True, stamp_tolerance_s=0.02, wait_s=0.1, queue=10, publish_cloud=False, cloud_stride=2,
                   min_valid_pixels=20, min_depth_m=0.1, max_depth_m=20.0, outlier_mads=3.0, min_spread_rel=0.01,
                   histogram_resolution=0.002, min_box_size_m=MIN_BOX, oriented_boxes=True)
     return GeometryConfig(**{**values, **changes})
@@ -253,7 +253,7 @@ def test_mismatched_inputs_raise_depth_error():
 @pytest.mark.parametrize("change", [dict(min_valid_pixels=0), dict(min_depth_m=0.0), dict(max_depth_m=0.05),
                                     dict(outlier_mads=0.0), dict(histogram_resolution=0.5),
                                     dict(min_box_size_m=0.0), dict(oriented_boxes=1), dict(enabled=1),
-                                    dict(stamp_tolerance_s=2.0), dict(queue=0), dict(cloud_stride=65),
+                                    dict(stamp_tolerance_s=2.0), dict(wait_s=-0.1), dict(wait_s=2.0), dict(queue=0), dict(cloud_stride=65),
                                     dict(cloud_stride=2.0), dict(publish_cloud="yes")])
 def test_config_validation(change):
     with pytest.raises(ValueError, match="depth."):

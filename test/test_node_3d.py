@@ -2,6 +2,8 @@
 through DDS), track ids that stay with their objects, and the depth path: depth + camera_info paired with the
 frame give per-segment 3D (Segmentation geometry, ~/detections_3d, ~/markers, ~/cloud), and every kind of
 bad depth input is counted while the 2D outputs keep flowing."""
+import threading
+
 import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -14,7 +16,8 @@ pytestmark = pytest.mark.ros
 H, W = 64, 96
 FX = FY = 80.0
 PLANE_M = 2.0
-PARAMS = {"depth": {"publish_cloud": True, "cloud_stride": 1, "min_valid_pixels": 4},
+DEPTH_LATE_S = 0.3  # a depth image sent this long after its frame (within the session's depth.wait_s of 1 s)
+PARAMS = {"depth": {"wait_s": 1.0, "publish_cloud": True, "cloud_stride": 1, "min_valid_pixels": 4},
           "tracking": {"confirm_hits": 1},
           "qos_overrides": {t: {"subscription": {"reliability": "reliable"}} for t in ("/depth", "/camera_info")}}
 
@@ -123,6 +126,24 @@ def test_depth_gives_3d_geometry_boxes_markers_and_cloud(session):
     assert len(markers.markers) == 1 + 2 * len(segments.instances)  # a box and a label per segment
     cloud = next(c for c in got["cloud"] if c.header.stamp.sec == 520)
     assert cloud.width == H * W and {f.name for f in cloud.fields} >= {"x", "y", "z", "rgb", "track_id", "class_index"}
+
+
+def test_a_frame_whose_depth_comes_after_it_still_gets_3d(session):
+    """Colour and depth come on separate topics in either order: a segmented frame waits up to depth.wait_s
+    (1 s here) for its depth. The depth is sent DEPTH_LATE_S after the frame, longer than the node takes to
+    segment this small frame, so without the wait the frame would have no 3D."""
+    node, peer, camera = session
+    camera.info()
+    stamp = (530, 0)
+    rgb, labels = scene(2)
+    late = threading.Timer(DEPTH_LATE_S, camera.depth,
+                           args=(stamp, np.full((H, W), int(PLANE_M * 1000), np.uint16), "16UC1"))
+    peer.publish(rgb, labels, stamp)
+    late.start()
+    _, _, segments = peer.wait_outputs(stamp)
+    late.join()
+    assert segments.instances and all(i.geometry.valid and i.geometry.depth == pytest.approx(PLANE_M)
+                                      for i in segments.instances)
 
 
 @pytest.mark.parametrize("case", ["wrong encoding", "all invalid", "other aspect ratio", "zero camera_info",

@@ -142,6 +142,20 @@ def test_pairer_matches_by_stamp_in_either_order_and_evicts_the_oldest():
     assert pairer.add("proposals", (5, 0), "p5") == ("f5", "p5")
 
 
+def test_stamped_buffer_finds_the_nearest_and_waits_for_a_late_item():
+    buffer = frames.StampedBuffer(2)
+    assert buffer.nearest(1.0, 0.1) is None
+    buffer.put(1.0, "d1")
+    buffer.put(2.0, "d2")
+    assert buffer.nearest(1.04, 0.05) == "d1" and buffer.nearest(1.96, 0.05) == "d2"
+    assert buffer.nearest(1.5, 0.05, wait_s=0.01) is None, "nothing within the tolerance came"
+    late = threading.Timer(0.05, buffer.put, args=(3.0, "d3"))  # the depth of frame 3 arrives after it
+    late.start()
+    assert buffer.nearest(3.0, 0.01, wait_s=10.0) == "d3", "the wait ends when the item arrives"
+    late.join()
+    assert len(buffer) == 2 and buffer.nearest(1.0, 0.05) is None, "the oldest was evicted"
+
+
 def test_labels_to_masks():
     labels = np.array([[0, 3, 3], [7, 7, 0]], dtype=np.uint8)
     masks = frames.labels_to_masks(labels)

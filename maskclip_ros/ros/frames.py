@@ -111,27 +111,33 @@ def stamp_seconds(header: Header) -> float:
 
 class StampedBuffer:
     """The last ``capacity`` items of a stream (depth images), each with its stamp; ``nearest`` finds the
-    item closest to a frame's stamp within a tolerance. Thread-safe."""
+    item closest to a frame's stamp within a tolerance, waiting a bounded time for one to arrive (the stream
+    and the frames come on separate topics, in either order). Thread-safe."""
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be >= 1, got {capacity}")
         self._items: deque = deque(maxlen=capacity)
-        self._lock = threading.Lock()
+        self._arrived = threading.Condition()
 
     def put(self, stamp_s: float, item: Any) -> None:
-        with self._lock:
+        with self._arrived:
             self._items.append((stamp_s, item))
+            self._arrived.notify_all()
 
-    def nearest(self, stamp_s: float, tolerance_s: float) -> Any | None:
-        """The item whose stamp is closest to ``stamp_s`` if within ``tolerance_s``, else None."""
-        with self._lock:
-            items = list(self._items)
-        if not items:
+    def nearest(self, stamp_s: float, tolerance_s: float, wait_s: float = 0.0) -> Any | None:
+        """The item whose stamp is closest to ``stamp_s`` if within ``tolerance_s``; when none is, wait up
+        to ``wait_s`` seconds for one to be put; None if none came."""
+        with self._arrived:
+            found = self._arrived.wait_for(lambda: self._nearest(stamp_s, tolerance_s), timeout=wait_s)
+        return found[1] if found else None
+
+    def _nearest(self, stamp_s: float, tolerance_s: float) -> tuple[float, Any] | None:
+        if not self._items:
             return None
-        stamp, item = min(items, key=lambda pair: abs(pair[0] - stamp_s))
-        return item if abs(stamp - stamp_s) <= tolerance_s else None
+        stamp, item = min(self._items, key=lambda pair: abs(pair[0] - stamp_s))
+        return (stamp, item) if abs(stamp - stamp_s) <= tolerance_s else None
 
     def __len__(self) -> int:
-        with self._lock:
+        with self._arrived:
             return len(self._items)

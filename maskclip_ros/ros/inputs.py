@@ -50,19 +50,21 @@ class Inputs:
                 self._node.destroy_subscription(sub)
         self.frames = self.proposals = self.depth = self.camera_info = None
 
-    def depth_for(self, frame: Frame, tolerance_s: float):
+    def depth_for(self, frame: Frame, tolerance_s: float, wait_s: float = 0.0):
         """(depth (H, W) float32 metres, CameraIntrinsics) of the depth image nearest the frame's stamp
-        within ``tolerance_s``; None when depth is off, or (counted, warned) nothing pairs / no camera_info."""
+        within ``tolerance_s``, waiting up to ``wait_s`` for it while a depth publisher is there; None when
+        depth is off, or (counted, warned) nothing pairs / no camera_info."""
         subscription = self.depth  # None once closed (the worker may still finish a frame)
         if self._depths is None or subscription is None:
             return None
-        depth = self._depths.nearest(stamp_seconds(frame.header), tolerance_s)
+        expected = len(self._depths) or subscription.get_publisher_count() > 0
+        depth = self._depths.nearest(stamp_seconds(frame.header), tolerance_s, wait_s if expected else 0.0)
         if depth is None:
-            if len(self._depths) or subscription.get_publisher_count() > 0:
+            if expected:
                 self._stats.count("depth_unpaired")
                 self._warn(f"no depth image within {tolerance_s:g} s of frame {stamp_key(frame.header)} "
-                           f"({len(self._depths)} kept): 2D outputs only; check the depth stamps or raise "
-                           "depth.stamp_tolerance_s")
+                           f"({len(self._depths)} kept, waited {wait_s:g} s): 2D outputs only; check the depth "
+                           "stamps or raise depth.stamp_tolerance_s")
             return None
         if self.intrinsics is None:
             self._stats.count("camera_info_missing")

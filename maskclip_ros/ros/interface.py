@@ -29,7 +29,7 @@ LAUNCH_SERVICE_NAME = "/set_vocabulary"  # what launch/segment.launch.py remaps 
 # When a parameter of config/default.yaml applies. Runtime: from the next frame (names or section prefixes
 # ending in "."); startup: read once (read_only); everything else: read by configure/activate.
 RUNTIME_PARAMETERS = ("merge.", "vocabulary.class_names", "vocabulary.is_thing", "vocabulary.prompt_templates",
-                      "publish_embeddings", "overlay.", "tracking.", "depth.stamp_tolerance_s",
+                      "publish_embeddings", "overlay.", "tracking.", "depth.stamp_tolerance_s", "depth.wait_s",
                       "depth.min_valid_pixels", "depth.min_depth_m", "depth.max_depth_m", "depth.outlier_mads",
                       "depth.min_spread_rel", "depth.histogram_resolution", "depth.min_box_size_m",
                       "depth.oriented_boxes", "depth.cloud_stride")

@@ -20,7 +20,8 @@ TOPICS = {
                            "32SC1, 0 = none) paired with frames by stamp, when `proposals.backend` is external"),
     node.DEPTH_TOPIC: ("in", "sensor_msgs/Image", "optional depth registered to the camera: 16UC1 millimetres or "
                        "32FC1 metres (0 / NaN / inf invalid), any size of the same aspect ratio; paired with frames by "
-                       "nearest stamp within `depth.stamp_tolerance_s`"),
+                       "nearest stamp within `depth.stamp_tolerance_s` (a frame waits up to `depth.wait_s` for "
+                       "a depth image that comes after it)"),
     node.CAMERA_INFO_TOPIC: ("in", "sensor_msgs/CameraInfo", "the colour camera's intrinsics (K), for the 3D outputs"),
     node.OUTPUT_TOPICS["panoptic"]: ("out", "sensor_msgs/Image", "32SC1 panoptic segment ids (0 = unlabeled); "
                                      "ids match `SegmentInstance.id`"),

@@ -42,7 +42,8 @@ class InferenceWorker:
         config, vocabulary = node.config, node.vocabulary  # one config, one vocabulary per frame
         result = node.segmenter.segment(frame.rgb, vocabulary, external_masks=frame.external_masks,
                                         with_embeddings=config.publish_embeddings or config.tracking.enabled)
-        depth = self._inputs.depth_for(frame, config.depth.stamp_tolerance_s) if config.depth.enabled else None
+        depth = (self._inputs.depth_for(frame, config.depth.stamp_tolerance_s, config.depth.wait_s)
+                 if config.depth.enabled else None)
         tracked = node.perception.step(result, stamp_seconds(frame.header), *(depth or (None, None)))
         if tracked.depth_problem is not None and tracked.depth_problem.value in DEPTH_PROBLEM_EVENTS:
             self._stats.count(DEPTH_PROBLEM_EVENTS[tracked.depth_problem.value])

@@ -126,10 +126,11 @@ class CameraIntrinsics:
 class GeometryConfig:
     """The ``depth`` section of the params (config/default.yaml documents every field): the geometry keys and
     the node's depth-input keys (``enabled`` is honoured by ``stage.SegmentTracker``; ``stamp_tolerance_s``,
-    ``queue``, ``publish_cloud`` and ``cloud_stride`` are read by the node)."""
+    ``wait_s``, ``queue``, ``publish_cloud`` and ``cloud_stride`` are read by the node)."""
 
     enabled: bool  # use depth when depth images and camera_info arrive (false: no 3D at all)
     stamp_tolerance_s: float  # [0, 1] a depth image pairs with the colour frame whose stamp is this close
+    wait_s: float  # [0, 1] how long a segmented frame waits for its depth image to arrive (0 = no wait)
     queue: int  # [1, 1000] depth images kept to pair with frames by stamp
     publish_cloud: bool  # publish a labelled point cloud
     cloud_stride: int  # [1, 64] every n-th pixel (along rows and columns) in the labelled cloud
@@ -147,6 +148,7 @@ class GeometryConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"depth.{name} must be true or false, got {getattr(self, name)!r}")
         _check_range("stamp_tolerance_s", self.stamp_tolerance_s, 0.0, 1.0)
+        _check_range("wait_s", self.wait_s, 0.0, 1.0)
         _check_int("queue", self.queue, 1, MAX_QUEUE)
         _check_int("cloud_stride", self.cloud_stride, 1, MAX_CLOUD_STRIDE)
         if isinstance(self.min_valid_pixels, bool) or not 1 <= self.min_valid_pixels <= 10**8:
