@@ -23,6 +23,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
 from helpers.ros2_tools import PACKAGE, REPO, VENV, colcon_workspace, stop_group, system_ros2, user_env
 from maskclip_ros.msg import Vocabulary
+from maskclip_ros.ros.spin import start_process
 
 pytestmark = pytest.mark.slow
 SITE = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
@@ -141,9 +142,8 @@ def test_node_runs_from_a_pip_install_with_its_defaults(pip_venv, tmp_path):
     """`maskclip-ros node` with no params file: config/default.yaml and the CLIP checkpoint must come with
     the package; the node publishes its (latched) vocabulary once active and stops cleanly on SIGINT."""
     log_path = tmp_path / "node.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([str(pip_venv / "bin" / "maskclip-ros"), "node"], cwd="/", env=pip_env(pip_venv),
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # start_process restores SIGINT in the child: a suite run in the background inherits SIG_IGN for it
+    proc = start_process([str(pip_venv / "bin" / "maskclip-ros"), "node"], log_path, env=pip_env(pip_venv), cwd="/")
     rclpy.init()
     try:
         node = rclpy.create_node("pip_node_listener")
