@@ -71,8 +71,10 @@ def test_startup_log_says_what_runs(tmp_path, ros_isolation):
     assert "ring, cross, star" in log and "/maskclip/panoptic" in log and "/maskclip/segments" in log
 
 
-def test_ctrl_c_with_a_frame_in_flight_exits_cleanly(tmp_path, ros_isolation):
-    """SIGINT while the worker segments a 480x640 frame: no publish on a dead context, exit code 0."""
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_with_a_frame_in_flight_exits_cleanly(tmp_path, ros_isolation, signum):
+    """SIGINT (Ctrl-C, ros2 launch) or SIGTERM (docker stop, systemd) while the worker segments a 480x640
+    frame: no publish on a dead context, exit code 0."""
     params = write_params(tmp_path / "p.yaml", {"clip": {"model_name": "maskclip-ros-tiny-vit16", "short_side": 480},
                                                 "num_threads": 1})
     rclpy.init()
@@ -84,7 +86,7 @@ def test_ctrl_c_with_a_frame_in_flight_exits_cleanly(tmp_path, ros_isolation):
         for sec in range(1, 4):  # frame 1 runs, frame 3 replaces 2 in the slot and runs next
             peer.publish(rgb, labels, (sec, 0))
         peer.spin_until(lambda: (1, 0) in peer.outputs["segments"], 60, "the first frame's outputs")
-        os.killpg(node.proc.pid, signal.SIGINT)  # frame 3 is in flight now
+        os.killpg(node.proc.pid, signum)  # frame 3 is in flight now
         code = node.proc.wait(60)
         peer.close()
     finally:
@@ -92,6 +94,30 @@ def test_ctrl_c_with_a_frame_in_flight_exits_cleanly(tmp_path, ros_isolation):
     log = node.log()
     assert code == 0, log[-3000:]
     assert "context is invalid" not in log and "failed:" not in log and "Traceback" not in log, log[-3000:]
+
+
+def test_sigint_stops_the_node_even_when_its_parent_ignored_it(tmp_path, ros_isolation):
+    """A node started from a background shell job inherits SIGINT ignored; it sets its own handler, so the
+    SIGINT of ros2 launch or of a test harness still stops it cleanly."""
+    log_path = tmp_path / "ignored.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "maskclip_ros.cli", "node", "--params-file",
+                                 str(write_params(tmp_path / "p.yaml"))], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    rclpy.init()
+    try:
+        peer = Peer("ignored_peer")
+        peer.wait_active()
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("the node ignored SIGINT")
+        peer.close()
+    finally:
+        rclpy.try_shutdown()
+    assert code == 0, log_path.read_text()[-3000:]
 
 
 def test_lifecycle_shutdown_ends_the_process(tmp_path, ros_isolation):

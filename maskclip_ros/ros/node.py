@@ -254,6 +254,10 @@ class SegmentationNode(LifecycleNode):
             stamp=self.get_clock().now().to_msg(), info=info, problem=startup.transport_problem(self._inputs, self._stats)))
 
 
+def _interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def run(ros_args: list[str]) -> int:
     """Run the node until SIGINT or the lifecycle shutdown transition (`maskclip-ros node`)."""
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -262,8 +266,12 @@ def run(ros_args: list[str]) -> int:
     # The worker runs Python between torch kernels; a short GIL switch interval keeps the executor threads
     # (frame, service and parameter callbacks) from waiting 5 ms per hand-over.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
-    # No rclpy SIGINT handler: it would shut the context down while a frame is in flight (publishing on a
-    # dead context); KeyboardInterrupt stops the node first, then ROS.
+    # No rclpy signal handlers: they would shut the context down while a frame is in flight (publishing on a
+    # dead context). SIGINT (Ctrl-C, ros2 launch) and SIGTERM (docker stop, systemd) raise KeyboardInterrupt,
+    # which stops the node first, then ROS; set here, so an ignored SIGINT inherited from a background shell
+    # does not make the node unstoppable.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     rclpy.init(args=["maskclip_node", *ros_args], signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
@@ -278,7 +286,8 @@ def run(ros_args: list[str]) -> int:
         print(f"maskclip_node: {error}", file=sys.stderr)
         return 2
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
+        for signum in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the cleanup short
+            signal.signal(signum, signal.SIG_IGN)
         if node is not None:
             node.stop()
             node.destroy_node()
