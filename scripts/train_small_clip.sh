@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Reproduce the committed small CLIP (maskclip_ros/assets/clip/maskclip-ros-tiny-vit16.pt) on CPU: three
-# train-clip runs, each warm-started from the one before (about 2 hours on 2 cores). Its .json records the
-# three runs as they happened (init_run). Usage: scripts/train_small_clip.sh [OUT_DIR]   (default: out/clip)
+# Reproduce the committed small CLIP (maskclip_ros/assets/clip/maskclip-ros-tiny-vit16.pt) on CPU: four
+# train-clip runs, each warm-started from the one before (about 3 hours on 2 cores). Its .json records the
+# four runs as they happened (init_run). Usage: scripts/train_small_clip.sh [OUT_DIR]   (default: out/clip)
 #   1. base:    native-scale windows and whole scenes, from random init (config/small_clip.yaml, 55 min)
 #   2. regions: whole-region stuff samples (region_prob 0.5), seed 1, 20 min
-#   3. tokens:  the mask-token recipe (config/small_clip_tokens.yaml, 42 min, both cores) -> OUT_DIR/tokens.pt
+#   3. tokens:  the mask-token recipe (config/small_clip_tokens.yaml, 42 min, both cores)
+#   4. tokens2: the same recipe again from run 3 (a fresh warmup and cosine, 60 min) -> OUT_DIR/tokens2.pt
 # The cosine schedule ends at each run's wall-clock budget, so a rerun gives the same recipe, not the same
 # bytes. Each run resumes from its .state.pt when interrupted.
 set -euo pipefail
@@ -17,6 +18,8 @@ mkdir -p "$OUT"
 [ -f "$OUT/regions.done" ] || { $CLI train-clip --out "$OUT/regions.pt" --log "$OUT/regions.jsonl" \
   --set train_clip.init="$OUT/base.pt" --set train_clip.seed=1 --set train_clip.region_prob=0.5 \
   --set train_clip.lr=2.5e-4 --set train_clip.warmup_steps=50 --set train_clip.minutes=20 && touch "$OUT/regions.done"; }
-$CLI train-clip --config config/small_clip_tokens.yaml --out "$OUT/tokens.pt" --log "$OUT/tokens.jsonl" \
-  --set train_clip.init="$OUT/regions.pt"
-echo "small CLIP: $OUT/tokens.pt (cp it to maskclip_ros/assets/clip/maskclip-ros-tiny-vit16.pt)"
+[ -f "$OUT/tokens.done" ] || { $CLI train-clip --config config/small_clip_tokens.yaml --out "$OUT/tokens.pt" \
+  --log "$OUT/tokens.jsonl" --set train_clip.init="$OUT/regions.pt" && touch "$OUT/tokens.done"; }
+$CLI train-clip --config config/small_clip_tokens.yaml --out "$OUT/tokens2.pt" --log "$OUT/tokens2.jsonl" \
+  --set train_clip.init="$OUT/tokens.pt" --set train_clip.minutes=60
+echo "small CLIP: $OUT/tokens2.pt (cp it to maskclip_ros/assets/clip/maskclip-ros-tiny-vit16.pt)"
