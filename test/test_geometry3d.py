@@ -253,8 +253,8 @@ def test_mismatched_inputs_raise_depth_error():
 @pytest.mark.parametrize("change", [dict(min_valid_pixels=0), dict(min_depth_m=0.0), dict(max_depth_m=0.05),
                                     dict(outlier_mads=0.0), dict(histogram_resolution=0.5),
                                     dict(min_box_size_m=0.0), dict(oriented_boxes=1), dict(enabled=1),
-                                    dict(stamp_tolerance_s=2.0), dict(wait_s=-0.1), dict(wait_s=2.0), dict(queue=0), dict(cloud_stride=65),
-                                    dict(cloud_stride=2.0), dict(publish_cloud="yes")])
+                                    dict(stamp_tolerance_s=2.0), dict(wait_s=-0.1), dict(wait_s=2.0), dict(queue=0),
+                                    dict(cloud_stride=65), dict(cloud_stride=2.0), dict(publish_cloud="yes")])
 def test_config_validation(change):
     with pytest.raises(ValueError, match="depth."):
         make_config(**change)

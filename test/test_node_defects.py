@@ -13,6 +13,7 @@ import pytest
 import rclpy
 from rcl_interfaces.srv import GetParameters
 
+import rosproc
 from helpers.node_harness import NodeProcess, Peer, Transition, node_session, scene, write_params
 from maskclip_ros.config import asset
 from maskclip_ros.srv import SetVocabulary
@@ -108,12 +109,7 @@ def test_sigint_stops_the_node_even_when_its_parent_ignored_it(tmp_path, ros_iso
     try:
         peer = Peer("ignored_peer")
         peer.wait_active()
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            code = proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("the node ignored SIGINT")
+        code = rosproc.stop(proc, 30)  # SIGINT; SIGKILL (code -9) if the node ignored it
         peer.close()
     finally:
         rclpy.try_shutdown()
