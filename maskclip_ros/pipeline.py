@@ -216,23 +216,13 @@ def build_encoder(cfg: SegmenterConfig, maskclip: MaskCLIP):
 
 
 def _check_device(device: str, precision: str, backend: str) -> torch.device:
-    from maskclip_ros.model.runtimes import check_precision
+    from maskclip_ros.model.runtimes import check_precision, torch_device
 
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    try:
-        torch_device = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}") from err
-    if torch_device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available here: use device cpu")
-        if (torch_device.index or 0) >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
-    elif torch_device.type != "cpu":
-        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
-    check_precision(backend, precision, torch_device)  # bf16 on CPUs with native bf16, fp16 on CUDA only
-    return torch_device
+    resolved = torch_device(device)
+    check_precision(backend, precision, resolved)  # bf16 on CPUs with native bf16, fp16 on CUDA only
+    return resolved
 
 
 @contextlib.contextmanager

@@ -8,18 +8,27 @@
 #   4. tokens2: the same recipe again from run 3 (a fresh warmup and cosine, 60 min) -> OUT_DIR/tokens2.pt
 # The cosine schedule ends at each run's wall-clock budget, so a rerun gives the same recipe, not the same
 # bytes. Each run resumes from its .state.pt when interrupted.
+# Environment: DEVICE=cuda trains on a CUDA GPU (train_clip.device; not yet run on one); MINUTES_SCALE
+# multiplies every run's wall-clock budget (e.g. 0.5: half the time each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-out/clip}
 CLI=${CLI:-.venv/bin/maskclip-ros}
+DEVICE=${DEVICE:-cpu}
+MINUTES_SCALE=${MINUTES_SCALE:-1}
 mkdir -p "$OUT"
+minutes() { python3 -c "import sys; print(round(float(sys.argv[1]) * float(sys.argv[2]), 3))" "$1" "$MINUTES_SCALE"; }
+on_device=(--set train_clip.device="$DEVICE")
 
-[ -f "$OUT/base.done" ] || { $CLI train-clip --out "$OUT/base.pt" --log "$OUT/base.jsonl" && touch "$OUT/base.done"; }
-[ -f "$OUT/regions.done" ] || { $CLI train-clip --out "$OUT/regions.pt" --log "$OUT/regions.jsonl" \
+[ -f "$OUT/base.done" ] || { $CLI train-clip --out "$OUT/base.pt" --log "$OUT/base.jsonl" "${on_device[@]}" \
+  --set train_clip.minutes="$(minutes 55)" && touch "$OUT/base.done"; }
+[ -f "$OUT/regions.done" ] || { $CLI train-clip --out "$OUT/regions.pt" --log "$OUT/regions.jsonl" "${on_device[@]}" \
   --set train_clip.init="$OUT/base.pt" --set train_clip.seed=1 --set train_clip.region_prob=0.5 \
-  --set train_clip.lr=2.5e-4 --set train_clip.warmup_steps=50 --set train_clip.minutes=20 && touch "$OUT/regions.done"; }
+  --set train_clip.lr=2.5e-4 --set train_clip.warmup_steps=50 --set train_clip.minutes="$(minutes 20)" \
+  && touch "$OUT/regions.done"; }
 [ -f "$OUT/tokens.done" ] || { $CLI train-clip --config config/small_clip_tokens.yaml --out "$OUT/tokens.pt" \
-  --log "$OUT/tokens.jsonl" --set train_clip.init="$OUT/regions.pt" && touch "$OUT/tokens.done"; }
+  --log "$OUT/tokens.jsonl" "${on_device[@]}" --set train_clip.init="$OUT/regions.pt" \
+  --set train_clip.minutes="$(minutes 42)" && touch "$OUT/tokens.done"; }
 $CLI train-clip --config config/small_clip_tokens.yaml --out "$OUT/tokens2.pt" --log "$OUT/tokens2.jsonl" \
-  --set train_clip.init="$OUT/tokens.pt" --set train_clip.minutes=60
+  "${on_device[@]}" --set train_clip.init="$OUT/tokens.pt" --set train_clip.minutes="$(minutes 60)"
 echo "small CLIP: $OUT/tokens2.pt (cp it to maskclip_ros/assets/clip/maskclip-ros-tiny-vit16.pt)"

@@ -222,3 +222,38 @@ def test_training_resumes_from_its_state(tmp_path):
     assert main([*argv, "--set", "train_clip.steps=4"]) == 0
     steps = [r["step"] for r in json.loads(out.with_suffix(".json").read_text())["losses"]]
     assert steps == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("device", ["cuda:99", "tpu"])
+def test_train_clip_refuses_a_device_this_machine_lacks_before_any_work(tmp_path, capsys, device):
+    """cuda:99 is refused with or without CUDA here (no machine has 100 GPUs), tpu is no torch device we use."""
+    out = tmp_path / "clip.pt"
+    assert main(["train-clip", "--out", str(out), "--no-progress", "--set", f"train_clip.device={device}"]) == 2
+    err = capsys.readouterr().err
+    assert "train_clip.device" in err and repr(device) in err
+    assert not out.exists() and not out.with_suffix(".json").exists()
+
+
+def test_a_training_step_builds_every_tensor_on_the_model_device(monkeypatch):
+    """train_clip.device=cuda without a GPU: one step of the whole recipe (windows + their dense loss,
+    mask tokens + dense loss, whole scenes) and its backward with the model on torch's 'meta' device,
+    where any tensor left on the CPU raises. (Autocast knows no 'meta': it is asked for the CPU's; bool
+    indexing on meta needs torch's documented assume-nonzero switch.)"""
+    import open_clip
+    import torch.fx.experimental._config as fx_config
+    monkeypatch.setattr(fx_config, "meta_nonzero_assume_all_nonzero", True)
+    autocast = torch.autocast
+    monkeypatch.setattr(torch, "autocast", lambda device_type, *a, **k: autocast(
+        "cpu" if device_type == "meta" else device_type, *a, **k))
+    tc = train_config(pool_scenes=3, token_scenes=1, dense_weight=0.5, window_dense_weight=0.5, scene_every=1,
+                      scene_batch=2, multi_positive=True)
+    model = tr.create_training_model(tc, "meta")
+    run = tr._Run(tc=tc, model=model, tower=tr.training_tower(model, tc.config_name),
+                  tokenizer=open_clip.get_tokenizer(tc.config_name),
+                  pool=sp.ScenePool(0, tc.pool_scenes, world.default_world_config(), progress=False), opt=None,
+                  rng=np.random.default_rng(0), templates=TEMPLATES, bf16=False, device=torch.device("meta"))
+    loss, parts = tr.train_step(run, 0)
+    assert loss.device.type == "meta"
+    assert set(parts) == {"window_loss", "window_dense_loss", "token_loss", "dense_loss"}
+    loss.backward()
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.visual.parameters())

@@ -59,6 +59,23 @@ def cpu_supports_bf16() -> bool:
     return bool(cpu_flags() & BF16_CPU_FLAGS)
 
 
+def torch_device(device: str) -> torch.device:
+    """The torch device named ``device`` (cpu, cuda or cuda:N); ValueError saying what to do where this
+    machine has no such device."""
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}") from err
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available here: use device cpu")
+        if (resolved.index or 0) >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif resolved.type != "cpu":
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    return resolved
+
+
 def check_precision(backend: str, precision: str, device: str | torch.device = "cpu") -> None:
     """Refuse (ValueError, saying what to do) a backend / precision / device combination that cannot run."""
     if backend not in BACKENDS:

@@ -29,6 +29,7 @@ class SmallClipTrainConfig:
     minutes: float          # wall-clock budget (minutes)
     save_every: int         # checkpoint period (steps)
     threads: int            # torch CPU threads
+    device: str             # torch device: cpu, cuda or cuda:N
     bf16: bool              # bf16 autocast
     multi_positive: bool    # every caption true of a sample is its positive (no false negatives)
     token_scenes: int       # scenes per step whose segments go through MaskCLIP mask tokens (0 = off)

@@ -17,7 +17,6 @@ from maskclip_ros.data import world
 from maskclip_ros.small_clip.samples import Batch, caption
 from maskclip_ros.small_clip.windows import patch_labels
 
-DEVICE = "cpu"  # training runs on the CPU (autocast device type)
 MASK_THRESHOLD = 0.5  # ground-truth masks are binary: any threshold in (0, 1) opens the same patches
 
 
@@ -37,8 +36,9 @@ def contrastive(img, txt, batch: Batch, names: dict, logit_scale, multi_positive
     import torch
     img = torch.nn.functional.normalize(img.float(), dim=-1)
     txt = torch.nn.functional.normalize(txt.float(), dim=-1)
-    with torch.autocast(DEVICE, enabled=False):
-        return multi_positive_loss(img, txt, batch.positives(names, multi_positive), logit_scale.float())
+    pos = batch.positives(names, multi_positive).to(img.device)
+    with torch.autocast(img.device.type, enabled=False):
+        return multi_positive_loss(img, txt, pos, logit_scale.float())
 
 
 def dense_loss(patch_emb, labels, class_text, logit_scale):
@@ -48,7 +48,8 @@ def dense_loss(patch_emb, labels, class_text, logit_scale):
     keep = labels >= 0
     logits = logit_scale * patch_emb[keep] @ class_text.T  # (K, C)
     target = labels[keep]
-    counts = torch.bincount(target, minlength=class_text.shape[0]).float()
+    ones = torch.ones(target.shape, device=target.device)
+    counts = torch.zeros(class_text.shape[0], device=target.device).index_add_(0, target, ones)  # (C,) patches
     weight = 1.0 / counts[target]
     per = torch.nn.functional.cross_entropy(logits, target, reduction="none")
     return (per * weight).sum() / weight.sum()
@@ -59,14 +60,15 @@ def class_text_embeddings(model, tokenizer, templates, rng):
     import torch
     template = templates[int(rng.integers(len(templates)))]
     prompts = [template.format(c["name"]) for c in world.categories()]
-    return torch.nn.functional.normalize(model.encode_text(tokenizer(prompts)).float(), dim=-1)
+    tokens = tokenizer(prompts).to(model.logit_scale.device)
+    return torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1)
 
 
 def window_dense_loss(model, tokenizer, templates, rng, patch_emb, labels):
     """dense_loss of the window batch's labelled patches (K, E), not normalised, labels (K,)."""
     import torch
     class_text = class_text_embeddings(model, tokenizer, templates, rng)
-    with torch.autocast(DEVICE, enabled=False):
+    with torch.autocast(patch_emb.device.type, enabled=False):
         return dense_loss(torch.nn.functional.normalize(patch_emb.float(), dim=-1), labels, class_text,
                           model.logit_scale.exp().float())
 
@@ -82,7 +84,7 @@ def mask_token_embeddings(tower, scene):
     pixels, geometry = tower.preprocess(scene.image)
     x = tower.embed(pixels)  # (1, 1 + N, D)
     ids = np.asarray([s["id"] for s in scene.segments])
-    masks = torch.from_numpy(scene.panoptic[None] == ids[:, None, None]).float()  # (S, H, W)
+    masks = torch.from_numpy(scene.panoptic[None] == ids[:, None, None]).to(x.device).float()  # (S, H, W)
     state = MaskState.initial(masks, geometry, threshold=MASK_THRESHOLD, dtype=x.dtype)
     m = x[:, :1].expand(-1, len(ids), -1)  # (1, S, D): every mask token starts as the class token
     for block in tower.blocks:
@@ -104,14 +106,15 @@ def token_loss(tower, tokenizer, pool, tc, templates, rng):
         img.append(emb)
         if tc.dense_weight:
             labels = torch.from_numpy(patch_labels(scene.panoptic, scene.segments, tower.patch_size))
-            with torch.autocast(DEVICE, enabled=False):
+            with torch.autocast(patch_emb.device.type, enabled=False):
+                labels = labels.to(patch_emb.device)  # (N,)
                 dense.append(dense_loss(patch_emb.float(), labels, class_text, scale.float()))
         for seg in scene.segments:
             text, spec = caption(seg, pool.names, templates, rng)
             texts.append(text)
             specs.append(spec)
             segs.append(seg)
-    txt = tower.clip.encode_text(tokenizer(texts))
+    txt = tower.clip.encode_text(tokenizer(texts).to(tower.device))
     batch = Batch(samples=[], texts=texts, segments=segs, specs=specs)
     tokens = contrastive(torch.cat(img), txt, batch, pool.names, scale, tc.multi_positive)
-    return tokens, (torch.stack(dense).mean() if dense else torch.zeros(()))
+    return tokens, (torch.stack(dense).mean() if dense else torch.zeros((), device=tokens.device))

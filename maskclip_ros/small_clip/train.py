@@ -1,9 +1,11 @@
 """The small CLIP's training loop: a multi-positive contrastive loss on balanced native-scale window batches
 (+ a dense patch loss on them), + mask-token and dense losses on whole scenes, + whole-scene captions;
-AdamW with linear warmup and a cosine decay bounded by steps and a wall-clock budget; bf16 autocast where
-the CPU has it; resumable (``<out>.state.pt``), with a progress bar and a loss/accuracy plot (``<out>.png``)."""
+AdamW with linear warmup and a cosine decay bounded by steps and a wall-clock budget; on the CPU or a CUDA
+GPU (``train_clip.device``); bf16 autocast where the device has it; resumable (``<out>.state.pt``), with a
+progress bar and a loss/accuracy plot (``<out>.png``)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -27,7 +29,7 @@ MAX_LOGIT_SCALE = 100.0  # CLIP clamps its learned logit scale (the inverse temp
 def save_checkpoint(model, path: str | Path, meta: dict) -> None:
     """State dict in fp16 (torch.save; loadable with weights_only=True) and ``<path>.json`` metadata."""
     import torch
-    state = {k: (v.half() if v.is_floating_point() else v).clone() for k, v in model.state_dict().items()}
+    state = {k: (v.half() if v.is_floating_point() else v).cpu().clone() for k, v in model.state_dict().items()}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -57,14 +59,14 @@ def init_run_summary(init: str) -> dict | None:
     return {k: v for k, v in meta.items() if k not in ("losses", "monitor")}
 
 
-def create_training_model(tc: SmallClipTrainConfig):
+def create_training_model(tc: SmallClipTrainConfig, device="cpu"):
     """The open_clip model of tc.config_name, from tc.init or randomly initialised (seeded by the caller), in
-    fp32 and train mode."""
+    fp32 and train mode, on ``device``."""
     from maskclip_ros.model.factory import create_clip_model, load_clip_state_dict
     model = create_clip_model(tc.config_name)
     if tc.init:
         load_clip_state_dict(model, Path(tc.init))
-    return model.float().train()
+    return model.float().to(device).train()
 
 
 def training_tower(model, config_name: str):
@@ -75,12 +77,13 @@ def training_tower(model, config_name: str):
     from maskclip_ros.model.tower import ClipTower
     tower = ClipTower(clip=model, tokenizer=open_clip.get_tokenizer(config_name), model_name=config_name,
                       short_side=int(model.visual.image_size[0]))
+    tower.to(model.logit_scale.device)  # its own buffers (pixel mean/std) to the model's device
     model.requires_grad_(True).train()  # ClipTower freezes the CLIP it wraps
     return tower
 
 
 def build_optimizer(model, tc: SmallClipTrainConfig):
-    """AdamW (fused) with weight decay on matrices except embeddings."""
+    """AdamW (fused, on the CPU and on CUDA) with weight decay on matrices except embeddings."""
     import torch
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
@@ -124,6 +127,7 @@ class _Run:
     rng: np.random.Generator
     templates: tuple
     bf16: bool
+    device: object  # torch.device of the model and of every batch
 
 
 def train(tc: SmallClipTrainConfig, out: Path, log_path: Path | None, wcfg: world.WorldConfig,
@@ -180,17 +184,35 @@ def _start(tc: SmallClipTrainConfig, wcfg: world.WorldConfig, templates, progres
     import open_clip
     import torch
 
-    from maskclip_ros.model.runtimes import cpu_supports_bf16
-    torch.manual_seed(tc.seed)
+    device = torch_device(tc.device)
+    torch.manual_seed(tc.seed)  # seeds CUDA too
     torch.set_num_threads(tc.threads)
-    bf16 = bool(tc.bf16) and cpu_supports_bf16()
+    bf16 = bool(tc.bf16) and device_supports_bf16(device)
     if tc.bf16 and not bf16:
-        LOG.warning("train_clip.bf16: this CPU has no native bf16 (AVX512-BF16/AMX): training in fp32")
-    model = create_training_model(tc)
+        LOG.warning("train_clip.bf16: %s has no native bf16 (AVX512-BF16/AMX on a CPU, Ampere or newer on "
+                    "CUDA): training in fp32", device)
+    model = create_training_model(tc, device)
     tower = training_tower(model, tc.config_name)
     return _Run(tc=tc, model=model, tower=tower, tokenizer=open_clip.get_tokenizer(tc.config_name),
                 pool=ScenePool(tc.seed, tc.pool_scenes, wcfg, progress), opt=build_optimizer(model, tc),
-                rng=np.random.default_rng(tc.seed), templates=tuple(templates), bf16=bf16)
+                rng=np.random.default_rng(tc.seed), templates=tuple(templates), bf16=bf16, device=device)
+
+
+def torch_device(name: str):
+    """train_clip.device as a torch.device; ValueError saying what to do where there is no such device."""
+    from maskclip_ros.model.runtimes import torch_device as resolve
+    try:
+        return resolve(name)
+    except ValueError as err:
+        raise ValueError(f"train_clip.device: {err}") from None
+
+
+def device_supports_bf16(device) -> bool:
+    """Native bf16 on ``device``: the CPU's flags (AVX512-BF16 / AMX / Arm BF16), or the CUDA GPU's support."""
+    import torch
+
+    from maskclip_ros.model.runtimes import cpu_supports_bf16
+    return torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_supports_bf16()
 
 
 def _optimise(run: _Run, step: int, elapsed: float) -> dict:
@@ -207,32 +229,34 @@ def _optimise(run: _Run, step: int, elapsed: float) -> dict:
         run.model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
     run.pool.refresh(run.tc.refresh_per_step, run.rng)
     return {"step": step + 1, "loss": round(loss.item(), 4), "lr": lr,
-            **{k: round(v, 4) for k, v in parts.items()}}
+            **{k: round(v.item(), 4) for k, v in parts.items()}}
 
 
 def train_step(run: _Run, step: int):
     """Loss of one step: the balanced window batch's contrastive loss (+ its dense loss), + the mask-token
     and dense losses of tc.token_scenes scenes, + whole-scene captions every tc.scene_every steps.
-    Returns (loss, {part: value})."""
+    Returns (loss, {part: detached scalar tensor}) (no .item() here: on CUDA each one waits for the GPU)."""
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
     tc, model = run.tc, run.model
     batch = crop_batch(run.pool, tc, run.templates, run.rng, tuple(model.visual.grid_size), model.visual.patch_size[0])
     parts = {}
-    with torch.autocast(losses.DEVICE, dtype=torch.bfloat16, enabled=run.bf16):
-        txt = model.encode_text(run.tokenizer(batch.texts))
-        with sdpa_kernel([SDPBackend.MATH]):  # windows are short: the math kernel's backward is faster
+    # windows are short: on the CPU the math kernel's backward is faster; CUDA picks its own kernel
+    kernels = sdpa_kernel([SDPBackend.MATH]) if run.device.type == "cpu" else contextlib.nullcontext()
+    with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.bf16):
+        txt = model.encode_text(run.tokenizer(batch.texts).to(run.device))
+        with kernels:
             encoded = encode_samples(model, batch.samples, tc.max_window, with_patches=bool(tc.window_dense_weight))
         img = encoded[0] if tc.window_dense_weight else encoded
         loss = losses.contrastive(img, txt, batch, run.pool.names, model.logit_scale.exp(), tc.multi_positive)
-        parts["window_loss"] = loss.item()
+        parts["window_loss"] = loss.detach()
         if tc.window_dense_weight:
             dense = losses.window_dense_loss(model, run.tokenizer, run.templates, run.rng, *encoded[1:])
-            parts["window_dense_loss"] = dense.item()
+            parts["window_dense_loss"] = dense.detach()
             loss = loss + tc.window_dense_weight * dense
         if tc.token_scenes:
             tokens, dense = losses.token_loss(run.tower, run.tokenizer, run.pool, tc, run.templates, run.rng)
-            parts.update(token_loss=tokens.item(), dense_loss=dense.item())
+            parts.update(token_loss=tokens.detach(), dense_loss=dense.detach())
             loss = loss + tc.token_weight * tokens + tc.dense_weight * dense
         if tc.scene_every and step % tc.scene_every == 0:
             loss = loss + scene_loss(run)
@@ -246,5 +270,6 @@ def scene_loss(run: _Run):
     picks = run.rng.choice(len(pool.scenes), size=run.tc.scene_batch, replace=False)
     images = np.stack([pool.scenes[i].image for i in picks])
     img = model.encode_image(normalise(images, model), normalize=True)
-    txt = model.encode_text(run.tokenizer([pool.scenes[i].description for i in picks]), normalize=True)
+    txt = model.encode_text(run.tokenizer([pool.scenes[i].description for i in picks]).to(run.device),
+                            normalize=True)
     return open_clip.loss.ClipLoss()(img.float(), txt.float(), model.logit_scale.exp())

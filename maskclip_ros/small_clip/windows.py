@@ -105,11 +105,12 @@ def region_window(panoptic, seg_id, grid, p: int):
     return (int(r0), int(c0), int(r1 - r0), int(c1 - c0)), (keep if keep.any() else frac > 0)
 
 def normalise(images: np.ndarray, model):
-    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 normalised with the model's mean/std."""
+    """(B, H, W, 3) uint8 -> (B, 3, H, W) float32 normalised with the model's mean/std, on its device."""
     import torch
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
-    mean = torch.tensor(model.visual.image_mean).view(1, 3, 1, 1)
-    std = torch.tensor(model.visual.image_std).view(1, 3, 1, 1)
+    device = model.visual.class_embedding.device
+    x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(model.visual.image_mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(model.visual.image_std, device=device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -183,12 +184,12 @@ def encode_samples(model, samples: list[WindowSample], bucket_max: int, with_pat
             keep[j, :h, :w] = samples[i].keep
             if with_patches:
                 labels[j, :h, :w] = samples[i].labels
-        windows = torch.tensor([samples[i].window for i in idx], dtype=torch.long)
-        result = encode_windows(model.visual, normalise(canvas, model), windows, torch.from_numpy(keep),
-                                with_patches=with_patches)
+        crops = normalise(canvas, model)
+        windows = torch.tensor([samples[i].window for i in idx], dtype=torch.long, device=crops.device)
+        result = encode_windows(model.visual, crops, windows, torch.from_numpy(keep), with_patches=with_patches)
         emb = result[0] if with_patches else result
         if with_patches:
-            flat = torch.from_numpy(labels.reshape(-1))
+            flat = torch.from_numpy(labels.reshape(-1)).to(crops.device)
             patch_emb.append(result[1].reshape(-1, result[1].shape[-1])[flat >= 0])
             patch_lab.append(flat[flat >= 0])
         for i, e in zip(idx, emb):
