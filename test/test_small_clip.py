@@ -257,3 +257,38 @@ def test_a_training_step_builds_every_tensor_on_the_model_device(monkeypatch):
     assert set(parts) == {"window_loss", "window_dense_loss", "token_loss", "dense_loss"}
     loss.backward()
     assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.visual.parameters())
+
+
+GPU_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "train_small_clip_gpu.sh"
+
+
+def test_gpu_training_script_refuses_a_missing_gpu(tmp_path):
+    """cuda:99: refused by the script's own check without CUDA, by train-clip with it; nothing is trained."""
+    import os
+    import subprocess
+    done = subprocess.run(["bash", str(GPU_SCRIPT), str(tmp_path / "out")], capture_output=True, text=True,
+                          env={**os.environ, "DEVICE": "cuda:99"}, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "cuda" in done.stderr.lower() and not (tmp_path / "out" / "clip.pt").exists()
+
+
+@pytest.mark.slow
+def test_gpu_training_script_trains_evaluates_and_compares_on_the_cpu(tmp_path):
+    """DEVICE=cpu: the GPU script's whole logic (train, eval both, summary) with two steps and one scene."""
+    import os
+    import subprocess
+    out = tmp_path / "out"
+    sets = ["steps=2", "pool_scenes=3", "monitor_every=0", "scene_every=0", "threads=1"]
+    done = subprocess.run(["bash", str(GPU_SCRIPT), str(out), *[a for s in sets for a in ("--set", f"train_clip.{s}")]],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "DEVICE": "cpu", "EVAL_SCENES": "1", "MINUTES": "2"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and set(summary["new"]) == set(summary["committed"]) == {
+        "tokens_things", "tokens_stuff", "window_things", "window_stuff"}
+    new, old = summary["new"], summary["committed"]
+    assert summary["better"] == (new["tokens_things"] > old["tokens_things"]
+                                 and new["tokens_stuff"] >= old["tokens_stuff"] - 0.01)
+    meta = json.loads((out / "clip.json").read_text())
+    assert meta["train_config"]["device"] == "cpu" and meta["train_config"]["token_scenes"] == 2
+    assert meta["init_run"] is not None  # warm-started from the committed CLIP, whose chain it records
