@@ -308,3 +308,17 @@ def test_constructor_rejects_bad_modes(tower):
     with pytest.raises(ValueError, match="RelativeMaskAttention"):
         make_maskclip(tower, "rma")
     assert open_clip.__version__ == "3.3.0"
+
+
+def test_a_read_only_frame_is_read_without_a_warning_and_left_alone(tower, data):
+    """Frames decoded from message buffers are read-only arrays: the tower reads them (no torch warning about
+    non-writable memory) and gives the same pixels as for a writable copy."""
+    import warnings
+    image, _ = data
+    frozen = image.copy()
+    frozen.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pixels, _ = tower.preprocess(frozen)
+    torch.testing.assert_close(pixels, tower.preprocess(image.copy())[0], atol=0, rtol=0)
+    assert not frozen.flags.writeable and np.array_equal(frozen, image)

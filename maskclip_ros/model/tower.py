@@ -161,8 +161,13 @@ class ClipTower(nn.Module):
         return self.normalize(pixels)[None], geometry
 
     def to_unit_pixels(self, image: np.ndarray | torch.Tensor) -> torch.Tensor:
-        """(H, W, 3) uint8 RGB (numpy or torch) -> float tensor (3, H, W) in [0, 1] on the tower's device."""
-        tensor = torch.as_tensor(np.asarray(image)) if isinstance(image, np.ndarray) else image
+        """(H, W, 3) uint8 RGB (numpy or torch) -> float tensor (3, H, W) in [0, 1] on the tower's device.
+        A read-only array (a frame decoded from a message buffer) is copied rather than wrapped: torch cannot
+        wrap read-only memory safely and warns."""
+        if isinstance(image, np.ndarray):
+            tensor = torch.as_tensor(image if image.flags.writeable else image.copy())
+        else:
+            tensor = image
         if tensor.ndim != 3 or tensor.shape[2] != 3 or tensor.dtype != torch.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {tuple(tensor.shape)} {tensor.dtype}")
         return tensor.to(self.device).permute(2, 0, 1).float().div(255.0)
