@@ -62,10 +62,9 @@ class ClipTower(nn.Module):
             raise ValueError(f"{model_name}: non-square patches {visual.patch_size} are not supported")
         self.patch_size = int(ph)
         cfg = {"mean": visual.image_mean, "std": visual.image_std}
-        self.register_buffer("pixel_mean", torch.tensor(cfg["mean"], dtype=torch.float32).view(3, 1, 1),
-                             persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(cfg["std"], dtype=torch.float32).view(3, 1, 1),
-                             persistent=False)
+        at = {"dtype": torch.float32, "device": visual.class_embedding.device}  # with the CLIP's weights
+        self.register_buffer("pixel_mean", torch.tensor(cfg["mean"], **at).view(3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(cfg["std"], **at).view(3, 1, 1), persistent=False)
         self._pos_cache: dict[tuple, torch.Tensor] = {}
 
     def train(self, mode: bool = True) -> "ClipTower":

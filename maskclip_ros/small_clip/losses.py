@@ -105,10 +105,9 @@ def token_loss(tower, tokenizer, pool, tc, templates, rng):
         emb, patch_emb = mask_token_embeddings(tower, scene)
         img.append(emb)
         if tc.dense_weight:
-            labels = torch.from_numpy(patch_labels(scene.panoptic, scene.segments, tower.patch_size))
+            labels = torch.from_numpy(patch_labels(scene.panoptic, scene.segments, tower.patch_size))  # (N,)
             with torch.autocast(patch_emb.device.type, enabled=False):
-                labels = labels.to(patch_emb.device)  # (N,)
-                dense.append(dense_loss(patch_emb.float(), labels, class_text, scale.float()))
+                dense.append(dense_loss(patch_emb.float(), labels.to(patch_emb.device), class_text, scale.float()))
         for seg in scene.segments:
             text, spec = caption(seg, pool.names, templates, rng)
             texts.append(text)

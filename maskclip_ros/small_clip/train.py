@@ -77,7 +77,6 @@ def training_tower(model, config_name: str):
     from maskclip_ros.model.tower import ClipTower
     tower = ClipTower(clip=model, tokenizer=open_clip.get_tokenizer(config_name), model_name=config_name,
                       short_side=int(model.visual.image_size[0]))
-    tower.to(model.logit_scale.device)  # its own buffers (pixel mean/std) to the model's device
     model.requires_grad_(True).train()  # ClipTower freezes the CLIP it wraps
     return tower
 
