@@ -8,16 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
-from rclpy.qos import QoSProfile
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import serialize_message
 from rosbags.rosbag2 import Writer
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
+from std_msgs.msg import String
 
 import rosproc
 from helpers.node_harness import node_session, scene, write_params
 from maskclip_ros.msg import SegmentInstance, Segmentation
-from maskclip_ros.ros.bags import STORAGE, read_messages, typestore
+from maskclip_ros.ros.bags import READY_LINE, STORAGE, Recorder, read_messages, typestore
 from maskclip_ros.ros.conversions import ImageConverter
 
 pytestmark = pytest.mark.ros
@@ -121,13 +122,15 @@ def test_bag_replayed_through_the_node_gives_one_segmentation_per_frame(tmp_path
             assert rosproc.stop(recorder) == 0, (tmp_path / "record.log").read_text()
     recorded = read_messages(tmp_path / "outputs")
     stamps = [divmod(T0 + i * 400_000_000, 10**9) for i in range(frames)]
-    assert sorted((m.header.stamp.sec, m.header.stamp.nanosec) for _, _, m in recorded) == stamps
+    got = sorted((m.header.stamp.sec, m.header.stamp.nanosec) for _, _, m in recorded)
+    assert got == stamps, (tmp_path / "record.log").read_text()
     assert all(m.instances and m.height == 64 for _, _, m in recorded)
 
 
 def _through_the_node(peer, bag: Path, frames: int, logs: Path) -> None:
     """Replay `bag` (the node and the recorder listening) and wait for every frame's segmentation."""
-    peer.spin_until(lambda: peer.node.count_subscribers("/maskclip/segments") >= 2, 60, "the recorder")
+    record_log = logs / "record.log"
+    peer.spin_until(lambda: READY_LINE in record_log.read_text(), 60, "the recorder to match the node's publisher")
     replay = rosproc.start([*CLI, "replay", str(bag)], logs / "replay.log")
     try:
         peer.spin_until(lambda: replay.poll() is not None, 120, "the replay to finish")
@@ -153,3 +156,27 @@ def test_replay_loop_repeats_until_interrupted(tmp_path, ros_isolation):
         assert rosproc.stop(replay) == 0, (tmp_path / "replay.log").read_text()
     stamps = [(m.header.stamp.sec, m.header.stamp.nanosec) for m in images]
     assert stamps[:4] == stamps[2:6] and stamps[0] != stamps[1], "the same two frames again and again"
+
+
+def test_recorder_waits_for_a_publisher_and_its_match_before_it_is_ready(tmp_path, ros_isolation):
+    """A topic seen only through another subscriber is not subscribed yet (its QoS would be a guess); once a
+    reliable publisher appears the recorder subscribes reliable, and is ready only when DDS has matched it."""
+    rclpy.init()
+    try:
+        node, other = rclpy.create_node("recorder_under_test"), rclpy.create_node("talker")
+        other.create_subscription(String, "/chatter", lambda _: None, 10)
+        recorder = Recorder(node, tmp_path / "bag", ["/chatter"], storage="mcap")
+        rosproc.spin_until(node, lambda: "/chatter" in dict(node.get_topic_names_and_types()), 30, "the topic")
+        for _ in range(5):  # a few timer ticks with the topic in the graph but no publisher
+            rclpy.spin_once(node, timeout_sec=0.15)
+        assert not recorder.connections and not recorder.ready
+        publisher = other.create_publisher(String, "/chatter", QoSProfile(depth=10))
+        rosproc.spin_until(node, lambda: recorder.ready, 30, "the recorder to match the publisher")
+        (info,) = [i for i in node.get_subscriptions_info_by_topic("/chatter") if i.node_name == node.get_name()]
+        assert info.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+        publisher.publish(String(data="after ready"))
+        rosproc.spin_until(node, lambda: recorder.total == 1, 30, "the message")
+        recorder.close()
+    finally:
+        rclpy.try_shutdown()
+    assert [m.data for _, _, m in read_messages(tmp_path / "bag")] == ["after ready"]

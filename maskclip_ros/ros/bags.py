@@ -2,7 +2,8 @@
 
 Replay publishes each message's raw CDR bytes at the bag's pace (scaled by `rate`), after waiting until the
 camera topics have subscribers, with /clock carrying the bag time for nodes that run with use_sim_time.
-Record subscribes raw to the given topics (QoS matched to their publishers) and writes what arrives.
+Record subscribes raw to the given topics once each has a publisher (QoS matched to it), writes what arrives,
+and logs READY_LINE once DDS has matched every subscription to its publishers.
 Our own message types (maskclip_ros/msg/*.msg) are registered in the typestore so bags holding them can be
 written and read anywhere.
 """
@@ -30,10 +31,16 @@ from maskclip_ros.ros.spin import spin_until
 PACKAGE = "maskclip_ros"
 CAMERA_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 STORAGE = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+READY_LINE = "recorder ready"  # logged once every recorded topic is matched to its publishers
 
 
 # Message packages outside rosbags' Kilted typestore whose definitions are registered when installed.
 EXTRA_PACKAGES = ("vision_msgs",)
+
+
+def matched_line(topic: str) -> str:
+    """What the recorder logs once DDS has matched its subscription to `topic` with a publisher."""
+    return f"{topic}: matched"
 
 
 def typestore():
@@ -165,12 +172,28 @@ class Recorder:
         self.writer.open()
         self.connections: dict[str, object] = {}
         self.counts: dict[str, int] = {t: 0 for t in self.topics}
-        self._timer = node.create_timer(0.1, self._subscribe_new_topics)
+        self._subscriptions: dict[str, object] = {}
+        self._matched: set[str] = set()
+        self._timer = node.create_timer(0.1, self._on_timer)
+
+    @property
+    def ready(self) -> bool:
+        """Every topic is subscribed (or skipped) and matched by DDS to at least one publisher."""
+        return len(self.connections) == len(self.topics) and self._matched >= set(self._subscriptions)
+
+    def _on_timer(self) -> None:
+        self._subscribe_new_topics()
+        self._log_new_matches()
+        if self.ready:
+            self.node.get_logger().info(f"{READY_LINE}: every publisher of {len(self._subscriptions)} topic(s) matched")
+            self._timer.cancel()
 
     def _subscribe_new_topics(self) -> None:
+        """Subscribe each topic once it has a publisher, so the subscription's QoS can match the publisher's
+        (a topic seen only through another subscriber would otherwise be recorded best effort)."""
         types = dict(self.node.get_topic_names_and_types())
         for topic in self.topics:
-            if topic in self.connections or topic not in types:
+            if topic in self.connections or topic not in types or not self.node.count_publishers(topic):
                 continue
             msgtype = types[topic][0]
             qos = self._matching_qos(topic)
@@ -180,10 +203,17 @@ class Recorder:
                 self.node.get_logger().warning(f"not recording {topic}: {error}")
                 self.connections[topic] = None
                 continue
-            self.node.create_subscription(message_class(msgtype), topic, self._writer_for(topic), qos, raw=True)
+            self._subscriptions[topic] = self.node.create_subscription(
+                message_class(msgtype), topic, self._writer_for(topic), qos, raw=True)
             self.node.get_logger().info(f"recording {topic} ({msgtype})")
-        if len(self.connections) == len(self.topics):
-            self._timer.cancel()
+
+    def _log_new_matches(self) -> None:
+        """The graph shows a subscription before DDS has matched it to the publishers; what is published in
+        between is not delivered, so readiness waits for the match itself."""
+        for topic, subscription in self._subscriptions.items():
+            if topic not in self._matched and subscription.get_publisher_count() > 0:
+                self._matched.add(topic)
+                self.node.get_logger().info(f"{matched_line(topic)} {subscription.get_publisher_count()} publisher(s)")
 
     def _matching_qos(self, topic: str) -> QoSProfile:
         """Reliable / transient-local only when every publisher offers it (else best effort / volatile)."""

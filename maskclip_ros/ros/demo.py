@@ -193,7 +193,7 @@ def _monitor(bag: Path, settings: DemoSettings, procs: dict, cli: list, env: dic
     from sensor_msgs.msg import Image
 
     from maskclip_ros.msg import Segmentation
-    from maskclip_ros.ros.bags import read_messages
+    from maskclip_ros.ros.bags import matched_line, read_messages
 
     frames_in = sum(1 for _ in read_messages(bag, [settings.topic]))
     session, started, timeout = Session(), time.monotonic(), settings.timeout
@@ -204,8 +204,9 @@ def _monitor(bag: Path, settings: DemoSettings, procs: dict, cli: list, env: dic
         node.create_subscription(Segmentation, f"{NODE}/segments", lambda m: _on_output(session, m), 10)
         node.create_subscription(DiagnosticArray, "/diagnostics", lambda m: _on_diagnostics(session, m), 10)
         running = {k: p for k, p in procs.items()}
-        spin_until(node, lambda: node.count_subscribers(f"{NODE}/segments") >= 2 and _service_ready(node), timeout,
-                   "the node to become active and the recorder ready", watch=running)
+        record_log = settings.out / "record.log"
+        spin_until(node, lambda: _service_ready(node) and matched_line(f"{NODE}/segments") in record_log.read_text(),
+                   timeout, "the node to become active and the recorder matched to it", watch=running)
         print(f"[demo] node active; replaying {frames_in} frames", flush=True)
         replay = procs["replay"] = start_process([*cli, "replay", str(bag), "--wait-for", settings.topic,
                                                   "--min-subscribers", "2"], settings.out / "replay.log", env=env)

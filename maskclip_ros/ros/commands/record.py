@@ -1,6 +1,7 @@
 """`maskclip-ros record OUT --topics T ...`: record topics (e.g. the node's outputs) into a new rosbag2
-directory until Ctrl-C, --duration or --max-messages. Topics are subscribed as they appear (QoS matched to
-their publishers)."""
+directory until Ctrl-C, --duration or --max-messages. Topics are subscribed once they have a publisher (QoS
+matched to it); the log says "recorder ready" once every subscription is matched, and what is published
+from then on is recorded."""
 from __future__ import annotations
 
 
