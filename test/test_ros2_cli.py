@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import re
 import time
 from pathlib import Path
 
@@ -36,6 +37,7 @@ README = Readme()
 GRAPH = " ".join(GRAPH_OPTIONS)  # --no-daemon --spin-time S
 START_TIMEOUT_S = 240.0  # launch -> active with the default CLIP on a loaded 2-core machine
 ANSWER_TIMEOUT_S = 60.0  # one graph verb until its answer appears
+LIFECYCLE_STATE = re.compile(r"^\w+ \[\d+\]$", re.MULTILINE)  # what `ros2 lifecycle get` prints: "active [3]"
 NAMESPACE = "robot1"
 NS_NODE = f"/{NAMESPACE}/maskclip"
 NS_CAMERA = f"/{NAMESPACE}/camera/image_raw/compressed"  # image:=camera/image_raw, compressed:=true
@@ -125,7 +127,7 @@ def robot(workspace, tmp_path_factory):
 def wait_active(workspace, launch, lifecycle_get: str) -> None:
     start = time.monotonic()
     try:
-        workspace.until(lifecycle_get, lambda out: "active [3]" in out.splitlines()[:1], START_TIMEOUT_S,
+        workspace.until(lifecycle_get, lambda out: "active [3]" in LIFECYCLE_STATE.findall(out), START_TIMEOUT_S,
                         "the launched node to become active", launch.alive)
     except AssertionError as error:
         pytest.fail(f"{error}\nlaunch log:\n{launch.log()[-4000:]}")
@@ -166,8 +168,8 @@ class TestReadmeLaunch:
     def test_launch_reaches_active(self, workspace, robot):
         """The README's `ros2 lifecycle get /maskclip` says active [3] (the fixture waited for it)."""
         print(f"active {robot.active_after_s:.1f} s after ros2 launch started")
-        state = graph("ros2 lifecycle get", workspace, robot, lambda out: "[" in out, "lifecycle get")
-        assert state.splitlines()[0] == "active [3]", state
+        state = graph("ros2 lifecycle get", workspace, robot, LIFECYCLE_STATE.search, "lifecycle get")
+        assert LIFECYCLE_STATE.search(state).group(0) == "active [3]", state
         assert "[ERROR]" not in robot.log(), robot.log()
 
     def test_readme_service_call_changes_the_latched_vocabulary(self, workspace, robot):
@@ -207,9 +209,10 @@ class TestReadmeLaunch:
         for transition, state in (("deactivate", "inactive [2]"), ("activate", "active [3]")):
             graph(README.find("ros2", "lifecycle", "set", having=[transition]), workspace, robot,
                   lambda out: "Transitioning successful" in out, f"lifecycle set {transition}")
-            got = workspace.until(lifecycle_get, lambda out: "[" in out, ANSWER_TIMEOUT_S, "lifecycle get",
-                                  robot.alive)  # "Node not found" when discovery is slow: ask again
-            assert got.splitlines()[0] == state, got
+            # "Node not found" when discovery is slow, or a log line before the answer: ask again / skip it
+            got = workspace.until(lifecycle_get, LIFECYCLE_STATE.search, ANSWER_TIMEOUT_S, "lifecycle get",
+                                  robot.alive)
+            assert LIFECYCLE_STATE.search(got).group(0) == state, got
 
     def test_node_segments_a_camera_frame(self, workspace, robot):
         """A frame on the launch's image topic comes back segmented by the installed default model."""
@@ -315,10 +318,10 @@ class TestNamespacedSimTimeLaunch:
         stamps = [divmod(BAG_T0_NS + i * BAG_PERIOD_NS, 10**9) for i in range(BAG_FRAMES)]
         with ros_node("ns_launch_listener") as node:
             segments = []
-            node.create_subscription(Segmentation, f"{NS_NODE}/segments", segments.append,
-                                     QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+            listener = node.create_subscription(Segmentation, f"{NS_NODE}/segments", segments.append,
+                                                QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
             spin_until(node, lambda: node.count_subscribers(NS_CAMERA) and node.count_subscribers(NS_PROPOSALS)
-                       and node.count_publishers(f"{NS_NODE}/segments"), ANSWER_TIMEOUT_S, "the active node")
+                       and listener.get_publisher_count(), ANSWER_TIMEOUT_S, "the active node")
             replay = README.find("maskclip-ros", "replay").with_args({"my_bag": str(bag)})
             output = workspace.ok(replay, timeout=120)
             assert f"published {2 * BAG_FRAMES} messages" in output, output
@@ -377,10 +380,10 @@ class TestDepthLaunch:
         export = README.find("export", having=[]).text
         with ros_node("depth_launch_listener") as node:
             segments = []
-            node.create_subscription(Segmentation, "/maskclip/segments", segments.append,
-                                     QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
-            spin_until(node, lambda: node.count_publishers("/maskclip/markers") and
-                       node.count_publishers("/maskclip/segments"), ANSWER_TIMEOUT_S, "the 3D publishers")
+            listener = node.create_subscription(Segmentation, "/maskclip/segments", segments.append,
+                                                QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+            spin_until(node, lambda: node.count_publishers("/maskclip/markers") and listener.get_publisher_count(),
+                       ANSWER_TIMEOUT_S, "the 3D publishers")
             output = workspace.ok(f"{export} && maskclip-ros replay {bag} --wait-for "
                                   f"{' '.join(dict(a.split(':=') for a in command.argv if ':=' in a)[t] for t in ('image', 'depth'))}",
                                   timeout=180)

@@ -129,9 +129,9 @@ class Peer:
             "panoptic": {}, "semantic": {}, "segments": {}}  # no overlay: it is drawn only for listeners
         self.vocabularies: list[VocabularyMsg] = []
         self.diagnostics: list[dict] = []  # parsed by maskclip_ros.ros.interface.parse_diagnostics
-        for key in self.outputs:
-            msg_type = Segmentation if key == "segments" else Image
-            self.node.create_subscription(msg_type, f"{node_ns}/{key}", self._collector(key), RELIABLE)
+        self._output_subscriptions = [
+            self.node.create_subscription(Segmentation if key == "segments" else Image, f"{node_ns}/{key}",
+                                          self._collector(key), RELIABLE) for key in self.outputs]
         self.node.create_subscription(VocabularyMsg, f"{node_ns}/vocabulary", self.vocabularies.append, LATCHED)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, RELIABLE)
         self.image_pub = self.node.create_publisher(Image, image_topic, RELIABLE)
@@ -153,11 +153,12 @@ class Peer:
         rosproc.spin_until(self.node, condition, timeout, what)
 
     def wait_active(self, timeout: float = 90.0, compressed: bool = False) -> None:
-        """Until the node subscribes to our frames and proposals and we hear its outputs and vocabulary."""
+        """Until the node subscribes to our frames and proposals and we hear its outputs and vocabulary. Matched
+        counts (DDS), not the graph's view: an output published before the match would not reach us."""
         frames = self.compressed_pub if compressed else self.image_pub
         self.spin_until(lambda: frames.get_subscription_count() > 0 and self.proposals_pub.get_subscription_count() > 0
-                        and self.node.count_publishers(f"{self.ns}/segments") > 0 and self.vocabularies,
-                        timeout, "the node to become active")
+                        and all(s.get_publisher_count() > 0 for s in self._output_subscriptions)
+                        and self.vocabularies, timeout, "the node to become active")
 
     def publish(self, rgb: np.ndarray, labels: np.ndarray | None, stamp: tuple[int, int], *,
                 compressed: str = "", frame_id: str = "camera") -> float:
