@@ -154,6 +154,14 @@ def test_stamped_buffer_finds_the_nearest_and_waits_for_a_late_item():
     assert buffer.nearest(3.0, 0.01, wait_s=10.0) == "d3", "the wait ends when the item arrives"
     late.join()
     assert len(buffer) == 2 and buffer.nearest(1.0, 0.05) is None, "the oldest was evicted"
+    assert buffer.outran(1.0, 0.05), "full, and everything kept is newer than stamp 1: evicted"
+    assert not buffer.outran(2.5, 0.05), "stamp 2.5 lies inside what is kept: a stamp mismatch, not a lag"
+
+
+def test_a_stamped_buffer_that_is_not_full_has_not_evicted_anything():
+    buffer = frames.StampedBuffer(3)
+    buffer.put(100.0, "a depth clock far ahead")
+    assert not buffer.outran(1.0, 0.05)
 
 
 def test_labels_to_masks():

@@ -138,6 +138,13 @@ class StampedBuffer:
         stamp, item = min(self._items, key=lambda pair: abs(pair[0] - stamp_s))
         return (stamp, item) if abs(stamp - stamp_s) <= tolerance_s else None
 
+    def outran(self, stamp_s: float, tolerance_s: float) -> bool:
+        """Whether an item for ``stamp_s`` may have been evicted: the buffer is full and everything in it is
+        newer than ``stamp_s`` (the consumer lags the stream by more than the capacity)."""
+        with self._arrived:
+            full = len(self._items) == self._items.maxlen
+            return full and self._items[0][0] > stamp_s + tolerance_s
+
     def __len__(self) -> int:
         with self._arrived:
             return len(self._items)

@@ -62,15 +62,22 @@ class Inputs:
         if depth is None:
             if expected:
                 self._stats.count("depth_unpaired")
-                self._warn(f"no depth image within {tolerance_s:g} s of frame {stamp_key(frame.header)} "
-                           f"({len(self._depths)} kept, waited {wait_s:g} s): 2D outputs only; check the depth "
-                           "stamps or raise depth.stamp_tolerance_s")
+                self._warn(self._unpaired_reason(frame, tolerance_s, wait_s))
             return None
         if self.intrinsics is None:
             self._stats.count("camera_info_missing")
             self._warn("depth arrives but no valid camera_info yet: 2D outputs only")
             return None
         return depth, self.intrinsics
+
+    def _unpaired_reason(self, frame: Frame, tolerance_s: float, wait_s: float) -> str:
+        """Why no depth paired with ``frame``: evicted (the node lags more than the queue holds) or stamps."""
+        head = f"no depth image within {tolerance_s:g} s of frame {stamp_key(frame.header)}"
+        if self._depths.outran(stamp_seconds(frame.header), tolerance_s):
+            return (f"{head}: all {len(self._depths)} kept depth images are newer (the frame waited longer than "
+                    "the queue holds); 2D outputs only; raise depth.queue")
+        return (f"{head} ({len(self._depths)} kept, waited {wait_s:g} s): 2D outputs only; check the depth "
+                "stamps or raise depth.stamp_tolerance_s")
 
     def _on_depth(self, msg: Image) -> None:
         try:
